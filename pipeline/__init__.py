@@ -1,0 +1,1 @@
+"""Data sources, shard builder and Ray executors. Only executor modules import Ray."""

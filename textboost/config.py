@@ -1,0 +1,269 @@
+"""One typed config for the whole pipeline.
+
+YAML files and ``key=value`` overrides are merged into the structured schema below; unknown
+keys and wrong types fail early with the dotted key path and the allowed keys. Each part of
+the pipeline receives only its own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from textboost.errors import ConfigError
+
+SOURCE_KINDS = ("synthetic", "textocr", "icdar2015", "imagenet", "folder")
+BACKBONES = ("elic", "hyperprior")
+
+
+@dataclass
+class SynthConfig:
+    """Synthetic scene-text set (the data every test, demo and benchmark uses)."""
+
+    images: int = 32
+    seed: int = 0
+    format: str = "textocr"  # textocr | icdar2015
+    max_side: int = 1024  # long side of the generated images
+    min_side: int = 512
+    words_min: int = 4  # words per image
+    words_max: int = 24
+    backgrounds: str = ""  # optional folder of real photos to crop backgrounds from
+
+    def __post_init__(self) -> None:
+        _check_choice("data.synth.format", self.format, ("textocr", "icdar2015"))
+        if not 64 <= self.min_side <= self.max_side:
+            raise ConfigError("data.synth: need 64 <= min_side <= max_side")
+
+
+@dataclass
+class SourceConfig:
+    """One input dataset. URLs are fsspec URLs (local path, file://, memory://, s3://)."""
+
+    kind: str = "synthetic"  # synthetic | textocr | icdar2015 | imagenet | folder
+    images: str = ""  # image root folder (or tar file / folder of tars for imagenet)
+    annotations: str = ""  # TextOCR JSON file or ICDAR 2015 gt folder
+    ocr: str = "annotations"  # annotations | auto (run the OCR engine) | none
+    limit: int = 0  # keep the first N samples of the sorted inputs (0 = all)
+
+    def __post_init__(self) -> None:
+        _check_choice("source.kind", self.kind, SOURCE_KINDS)
+        _check_choice("source.ocr", self.ocr, ("annotations", "auto", "none"))
+
+
+@dataclass
+class FilterConfig:
+    """Average-character-area filter (paper 4.1, 5.1.4)."""
+
+    t_train: float = 150.0  # at training-crop resolution
+    t_test: float = 800.0  # on full-resolution images
+
+
+@dataclass
+class DataConfig:
+    root: str = "${workdir}/data"  # where generated data lives
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    train: SourceConfig = field(default_factory=SourceConfig)
+    val: SourceConfig = field(default_factory=SourceConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+
+
+@dataclass
+class ShardsConfig:
+    """WebDataset shard build (one Ray task per shard)."""
+
+    out: str = "${workdir}/shards"
+    samples_per_shard: int = 32
+    side_info_format: str = "compact"  # compact | gzip
+    max_in_flight: int = 8  # Ray tasks in flight
+    cpus_per_task: float = 1.0
+    max_retries: int = 3
+    jpeg_quality_for_png: int = 0  # 0 keeps original bytes untouched (always, by contract)
+
+    def __post_init__(self) -> None:
+        _check_choice("shards.side_info_format", self.side_info_format, ("compact", "gzip"))
+        if self.samples_per_shard < 1:
+            raise ConfigError("shards.samples_per_shard must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    """Backbone (compressai) + fusion block (paper 4.2)."""
+
+    backbone: str = "elic"  # elic (Elic2022Official, paper) | hyperprior (small, CPU)
+    N: int = 192
+    M: int = 320
+    fusion_channels: int = 13  # decoder RGB expanded to this many channels (paper: 13)
+
+    def __post_init__(self) -> None:
+        _check_choice("model.backbone", self.backbone, BACKBONES)
+
+
+@dataclass
+class TrainConfig:
+    """Ray Train DDP, stage 1 (rate-distortion) and stage 2 (fusion block, L_gc)."""
+
+    stage: int = 1
+    epochs: int = 1
+    steps_per_epoch: int = 100  # batches per rank per epoch (resampled shards)
+    batch_size: int = 32  # per worker
+    crop_size: int = 256
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    lmbda: float = 0.0018
+    alpha: float = 10.0
+    clip_max_norm: float = 1.0
+    lr_schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 0
+    num_workers: int = 2  # Ray Train workers (DDP ranks)
+    use_gpu: bool = False
+    amp: str = "none"  # none | bf16
+    loader_workers: int = 1  # DataLoader processes per rank
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    max_failures: int = 2
+    storage_path: str = "${workdir}/ray_results"
+    run_name: str = ""  # empty: a unique name per run; reuse a name to resume
+    init_checkpoint: str = ""  # stage 2: stage-1 checkpoint path or MLflow model URI
+    shards: str = "${shards.out}"  # shard folder (with manifest.json) to train on
+    fail_at_step: int = -1  # fault injection for tests: rank 0 raises once at this step
+
+    def __post_init__(self) -> None:
+        _check_choice("train.stage", self.stage, (1, 2))
+        _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        _check_choice("train.amp", self.amp, ("none", "bf16"))
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: real bitstreams, image metrics, text-spotting F1, baselines."""
+
+    models: list[str] = field(default_factory=list)  # checkpoint paths or MLflow model URIs
+    dataset: SourceConfig = field(default_factory=SourceConfig)
+    limit: int = 0  # images (0 = all)
+    baselines: list[str] = field(default_factory=lambda: ["jpeg", "webp", "backbone"])
+    ocr: str = "annotations"  # where the side info comes from: annotations | auto
+    out: str = "${workdir}/eval"
+    crops: int = 4  # side-by-side crops to save
+    lpips: bool = True  # reported only when LPIPS backbone weights are available locally
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///${workdir}/mlflow.db"
+    experiment: str = "textboost"
+    registered_model: str = "textboost"
+    champion_metric: str = "e2e_f1"  # metric that must improve for the champion alias to move
+    bpp_budget: float = 0.05  # compared at this bpp budget (mean bpp must not exceed it)
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # empty: RAY_ADDRESS if set, else an embedded local Ray
+    num_cpus: int = 0  # embedded Ray only; 0 = all cores
+
+
+@dataclass
+class TextBoostConfig:
+    workdir: str = "runs/default"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def _check_choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def _allowed_keys(schema: DictConfig, dotted: str) -> list[str]:
+    node: Any = schema
+    for part in [p for p in dotted.split(".")[:-1] if p]:
+        if not isinstance(node, DictConfig) or part not in node:
+            break
+        node = node[part]
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _explain(exc: OmegaConfBaseException, schema: DictConfig, origin: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or ""
+    msg = str(exc).splitlines()[0]
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        allowed = _allowed_keys(schema, key)
+        return ConfigError(
+            f"{origin}: unknown config key '{key}'. Allowed keys here: {', '.join(allowed)}"
+        )
+    return ConfigError(f"{origin}: invalid value for '{key}': {msg}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TextBoostConfig:
+    """Load a YAML file and ``key=value`` overrides strictly into ``TextBoostConfig``."""
+    schema = OmegaConf.structured(TextBoostConfig)
+    merged = schema
+    try:
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file {path} does not exist")
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"overrides must look like key=value, got {bad}")
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        OmegaConf.resolve(merged)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, schema, str(path or "overrides")) from None
+    except ConfigError as exc:
+        if str(exc).startswith(str(path)) or path is None:
+            raise
+        raise ConfigError(f"{path}: {exc}") from None
+    assert isinstance(cfg, TextBoostConfig)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain dict of a (section of a) config."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def section_from_dict(cls: type, data: dict) -> Any:
+    """Rebuild a config section (e.g. ``ModelConfig``) from a dict, strictly."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), data))
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, OmegaConf.structured(cls), cls.__name__) from None
+
+
+def config_hash(cfg: Any) -> str:
+    """sha256 of the canonical JSON of a config (section); stable across processes."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
