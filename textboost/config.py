@@ -85,9 +85,19 @@ class ShardsConfig:
     cpus_per_task: float = 1.0
     max_retries: int = 3
     jpeg_quality_for_png: int = 0  # 0 keeps original bytes untouched (always, by contract)
+    executor: str = "ray"  # ray (one task per shard) | local (plain loop in this process)
+    progress: bool = True  # tqdm progress bar
+    fail_once_marker: str = ""  # fault injection for tests: one task os._exit()s, once
 
     def __post_init__(self) -> None:
         _check_choice("shards.side_info_format", self.side_info_format, ("compact", "gzip"))
+        _check_choice("shards.executor", self.executor, ("ray", "local"))
+        if self.jpeg_quality_for_png != 0:
+            raise ConfigError("shards.jpeg_quality_for_png must be 0: shards keep original bytes")
+        if self.max_in_flight < 1 or self.cpus_per_task <= 0 or self.max_retries < 0:
+            raise ConfigError(
+                "shards: need max_in_flight >= 1, cpus_per_task > 0 and max_retries >= 0"
+            )
         if self.samples_per_shard < 1:
             raise ConfigError("shards.samples_per_shard must be >= 1")
 
@@ -100,9 +110,23 @@ class ModelConfig:
     N: int = 192
     M: int = 320
     fusion_channels: int = 13  # decoder RGB expanded to this many channels (paper: 13)
+    # Fusion residual gated by the guidance map dilated by fusion_gate_radius px: an all-zero
+    # guidance map then gives exactly the backbone output (paper 4.1 "degrades gracefully").
+    # false: ungated residual (the fusion block then also post-filters text-free images).
+    fusion_gated: bool = True
+    fusion_gate_radius: int = 4
 
     def __post_init__(self) -> None:
         _check_choice("model.backbone", self.backbone, BACKBONES)
+        if self.N < 1 or self.M < 1 or self.fusion_channels < 1:
+            raise ConfigError("model: N, M and fusion_channels must be >= 1")
+        if self.backbone == "elic" and self.M <= 128:
+            raise ConfigError(
+                "model.M must be > 128 for backbone=elic (channel groups 16,16,32,64,M-128); "
+                "use e.g. model.M=192, or backbone=hyperprior for tiny models"
+            )
+        if self.fusion_gate_radius < 0:
+            raise ConfigError("model.fusion_gate_radius must be >= 0")
 
 
 @dataclass
@@ -152,6 +176,17 @@ class EvalConfig:
     out: str = "${workdir}/eval"
     crops: int = 4  # side-by-side crops to save
     lpips: bool = True  # reported only when LPIPS backbone weights are available locally
+    register: bool = True  # log evaluated checkpoints as pyfunc models, register, set aliases
+    track: bool = True  # log the evaluation as an MLflow run (mlflow section)
+
+    def __post_init__(self) -> None:
+        for b in self.baselines:
+            _check_choice("eval.baselines[]", b, ("jpeg", "webp", "backbone"))
+        _check_choice("eval.ocr", self.ocr, ("annotations", "auto"))
+        if self.limit < 0 or self.crops < 0:
+            raise ConfigError("eval.limit and eval.crops must be >= 0")
+        if self.register and not self.track:
+            raise ConfigError("eval.register=true needs eval.track=true (models live in a run)")
 
 
 @dataclass
@@ -169,6 +204,27 @@ class RayConfig:
     num_cpus: int = 0  # embedded Ray only; 0 = all cores
 
 
+PIPELINE_STAGES = ("data", "shards", "stage1", "stage2", "evaluate", "register")
+
+
+@dataclass
+class PipelineConfig:
+    """End to end (``textboost pipeline``): stage list and per-stage ``key=value`` overrides.
+
+    Stage 1 and stage 2 (paper 4.3, 5.1.4) share the ``train`` section; the overrides below
+    say how each stage differs from it (checked strictly when the pipeline starts).
+    """
+
+    stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
+    stage1: list[str] = field(default_factory=list)  # e.g. ["train.epochs=2"]
+    stage2: list[str] = field(default_factory=lambda: ["train.lr=1e-3"])
+    evaluate: list[str] = field(default_factory=list)  # e.g. ["eval.limit=8"]
+
+    def __post_init__(self) -> None:
+        for stage in self.stages:
+            _check_choice("pipeline.stages[]", stage, PIPELINE_STAGES)
+
+
 @dataclass
 class TextBoostConfig:
     workdir: str = "runs/default"
@@ -180,6 +236,7 @@ class TextBoostConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 def _check_choice(key: str, value: Any, allowed: tuple) -> None:

@@ -1,0 +1,308 @@
+"""``textboost pipeline CONFIG [key=value ...]``: the whole chain, resumable stage by stage.
+
+    data -> shards -> stage 1 -> stage 2 -> evaluate -> register
+
+Stage 1 trains the whole model on the rate-distortion loss, stage 2 only the fusion block
+with the guidance-consistent loss (paper 4.3, 5.1.4); evaluation measures real bitstreams,
+image quality and text-spotting F1 against the backbone and JPEG (paper 5.1.3); the stage-2
+model is registered in MLflow. Each stage keeps ``<workdir>/pipeline/<stage>.json`` with the
+hash of everything it depends on (its config, the upstream outputs: shard manifest sha256,
+checkpoint sha256) and its outputs. A stage whose state is ``done`` with the same hash and
+intact outputs is skipped; one that died (``running``) is resumed: committed shards are kept
+and training relaunches its Ray Train run by name, continuing from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs.common import add_config_args, config_from_args
+from textboost.config import (
+    PIPELINE_STAGES,
+    TextBoostConfig,
+    section_from_dict,
+    to_dict,
+    to_yaml,
+)
+from textboost.errors import ConfigError
+
+STATE_DIR = "pipeline"
+
+
+# ---------------------------------------------------------------- per-stage configs
+
+
+def derive(cfg: TextBoostConfig, overrides: list[str], origin: str) -> TextBoostConfig:
+    """``cfg`` with ``key=value`` overrides, strictly checked (unknown keys, types)."""
+    from omegaconf import OmegaConf
+
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"{origin}: overrides must look like key=value, got {bad}")
+    merged = OmegaConf.merge(OmegaConf.create(to_dict(cfg)), OmegaConf.from_dotlist(overrides))
+    try:
+        return section_from_dict(TextBoostConfig, OmegaConf.to_container(merged))
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def stage_configs(cfg: TextBoostConfig) -> dict[str, TextBoostConfig]:
+    """The config each stage runs with; every override list is checked before anything runs."""
+    p = cfg.pipeline
+    stage1 = derive(cfg, ["train.stage=1", *p.stage1], "pipeline.stage1")
+    stage2 = derive(cfg, ["train.stage=2", *p.stage2], "pipeline.stage2")
+    evaluate = derive(cfg, list(p.evaluate), "pipeline.evaluate")
+    if stage1.model != cfg.model or stage2.model != cfg.model:
+        raise ConfigError("pipeline.stage1/stage2 may not change model.*: both stages share it")
+    return {
+        "data": cfg,
+        "shards": cfg,
+        "stage1": stage1,
+        "stage2": stage2,
+        "evaluate": evaluate,
+        "register": cfg,
+    }
+
+
+# ---------------------------------------------------------------- state files
+
+
+def _sha256_json(obj: object) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def sha256_url(url: str) -> str:
+    """sha256 of a file at a path or fsspec URL."""
+    import fsspec
+
+    h = hashlib.sha256()
+    with fsspec.open(url, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class StageState:
+    """``<workdir>/pipeline/<stage>.json``: status, input hash, outputs, timings."""
+
+    path: Path
+    data: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, workdir: str, stage: str) -> StageState:
+        path = Path(workdir) / STATE_DIR / f"{stage}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            data = {}
+        return cls(path, data if isinstance(data, dict) else {})
+
+    def save(self, **updates: object) -> None:
+        self.data.update(updates)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, self.path)  # atomic: a crash never leaves half a state file
+
+
+# ---------------------------------------------------------------- stages
+
+
+@dataclass
+class Stage:
+    """One pipeline stage: ``key`` hashes its inputs, ``run`` produces its outputs, ``intact``
+    checks that recorded outputs still exist unchanged (else the stage runs again)."""
+
+    name: str
+    key: Callable[[TextBoostConfig, dict], dict]
+    run: Callable[[TextBoostConfig, dict, StageState], dict]
+    intact: Callable[[dict], bool] = lambda outputs: True
+
+
+def _data_key(cfg: TextBoostConfig, done: dict) -> dict:
+    return {"data": to_dict(cfg.data), "eval_dataset": to_dict(cfg.eval.dataset)}
+
+
+def _run_data(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
+    """List every configured source once: fails early on unreachable data, and the source
+    fingerprints feed the shard stage's hash (changed inputs -> rebuilt shards)."""
+    from pipeline.sources import fingerprint, list_source
+
+    out = {}
+    for split, src in (("train", cfg.data.train), ("val", cfg.data.val)):
+        refs = list_source(src, split, cfg.data.synth)
+        out[split] = {"kind": src.kind, "samples": len(refs), "fingerprint": fingerprint(refs)}
+        print(f"  data.{split}: {src.kind}, {len(refs)} samples", flush=True)
+    return out
+
+
+def _shards_key(cfg: TextBoostConfig, done: dict) -> dict:
+    shards = to_dict(cfg.shards)
+    shards.pop("progress", None)
+    return {"data": done["data"], "cfg": to_dict(cfg.data), "shards": shards}
+
+
+def _run_shards(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
+    from pipeline.shards import build_shards
+
+    for split in ("train", "val"):
+        manifest = build_shards(cfg, split)
+    url = f"{cfg.shards.out.rstrip('/')}/manifest.json"
+    counts = {s: manifest["splits"][s]["count"] for s in ("train", "val")}
+    return {"out": cfg.shards.out, "manifest_sha256": sha256_url(url), "counts": counts}
+
+
+def _shards_intact(outputs: dict) -> bool:
+    return sha256_url(f"{outputs['out'].rstrip('/')}/manifest.json") == outputs["manifest_sha256"]
+
+
+def _train_key(cfg: TextBoostConfig, done: dict) -> dict:
+    train = to_dict(cfg.train)
+    for volatile in ("run_name", "init_checkpoint", "shards", "storage_path"):
+        train.pop(volatile)
+    upstream = done["stage1"]["checkpoint_sha256"] if cfg.train.stage == 2 else None
+    return {
+        "seed": cfg.seed,
+        "model": to_dict(cfg.model),
+        "train": train,
+        "manifest_sha256": done["shards"]["manifest_sha256"],
+        "init_checkpoint_sha256": upstream,
+        "mlflow": [cfg.mlflow.tracking_uri, cfg.mlflow.experiment],
+    }
+
+
+def _run_train(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
+    """One Ray Train run. The run name is kept in the state file: a relaunch after a crash
+    reuses it, and Ray Train continues from the run's latest checkpoint."""
+    from pipeline.training import run_training
+
+    stage = cfg.train.stage
+    run_name = cfg.train.run_name or state.data.get("run_name") or _new_run_name(state, stage)
+    state.save(run_name=run_name)
+    overrides = [f"train.run_name={run_name}", f"train.shards={done['shards']['out']}"]
+    if stage == 2:
+        overrides.append(f"train.init_checkpoint={done['stage1']['checkpoint']}")
+    result = run_training(derive(cfg, overrides, f"stage{stage}"))
+    return {
+        "checkpoint": result["checkpoint"],
+        "checkpoint_sha256": sha256_url(result["checkpoint"]),
+        "run_id": result["run_id"],
+        "run_name": result["run_name"],
+        "artifact_uri": result["artifact_uri"],
+        "metrics": {k: v for k, v in result["metrics"].items() if isinstance(v, int | float)},
+    }
+
+
+def _new_run_name(state: StageState, stage: int) -> str:
+    attempt = int(state.data.get("attempt", 0)) + 1
+    state.save(attempt=attempt)
+    return f"pipeline-stage{stage}-{state.data['key'][:10]}-{attempt}"
+
+
+def _train_intact(outputs: dict) -> bool:
+    return sha256_url(outputs["checkpoint"]) == outputs["checkpoint_sha256"]
+
+
+STAGES: dict[str, Stage] = {
+    "data": Stage("data", _data_key, _run_data),
+    "shards": Stage("shards", _shards_key, _run_shards, _shards_intact),
+    "stage1": Stage("stage1", _train_key, _run_train, _train_intact),
+    "stage2": Stage("stage2", _train_key, _run_train, _train_intact),
+}
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def run_stage(stage: Stage, cfg: TextBoostConfig, done: dict, workdir: str, force: bool) -> dict:
+    """Skip, resume or run one stage; returns its state (with ``outputs``)."""
+    state = StageState.load(workdir, stage.name)
+    key = _sha256_json({"stage": stage.name, **stage.key(cfg, done)})
+    same = state.data.get("key") == key
+    if same and state.data.get("status") == "done" and not force:
+        try:
+            if stage.intact(state.data["outputs"]):
+                state.data["skipped"] = True
+                return state.data
+        except (OSError, KeyError):
+            pass
+        print(f"  outputs of {stage.name} changed or vanished: running it again", flush=True)
+    resuming = same and state.data.get("status") == "running" and not force
+    if not resuming:
+        attempt = state.data.get("attempt", 0)
+        state.data = {"stage": stage.name, "attempt": attempt}
+    print(f"  {'resuming' if resuming else 'running'} (state {state.path})", flush=True)
+    state.save(key=key, status="running", started=time.time(), skipped=False)
+    start = time.perf_counter()
+    outputs = stage.run(cfg, done, state)
+    state.save(status="done", outputs=outputs, seconds=round(time.perf_counter() - start, 1))
+    return state.data
+
+
+def run_pipeline(cfg: TextBoostConfig, force: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Run the configured stages in order; returns every stage's state by name."""
+    configs = stage_configs(cfg)
+    workdir = cfg.workdir
+    Path(workdir, STATE_DIR).mkdir(parents=True, exist_ok=True)
+    Path(workdir, STATE_DIR, "config.yaml").write_text(to_yaml(cfg))
+    done: dict[str, dict] = {}
+    states: dict[str, dict] = {}
+    todo = [s for s in PIPELINE_STAGES if s in cfg.pipeline.stages]
+    for name in PIPELINE_STAGES:
+        if name not in todo:  # not run now: earlier outputs (if any) feed later stages
+            state = StageState.load(workdir, name).data
+            if state.get("status") == "done":
+                done[name] = state["outputs"]
+            continue
+        print(f"[{todo.index(name) + 1}/{len(todo)}] {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            state = run_stage(STAGES[name], configs[name], done, workdir, name in force)
+        except KeyError as exc:
+            raise ConfigError(
+                f"stage {name} needs the outputs of stage {exc.args[0]}; add it to pipeline.stages"
+            ) from None
+        state["wall_s"] = round(time.perf_counter() - start, 1)
+        done[name], states[name] = state["outputs"], state
+        verb = "skipped (up to date)" if state.get("skipped") else "done"
+        print(
+            f"[{todo.index(name) + 1}/{len(todo)}] {name}: {verb} in {state['wall_s']} s",
+            flush=True,
+        )
+    return states
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="textboost pipeline", description=__doc__.splitlines()[0])
+    add_config_args(parser)
+    parser.add_argument(
+        "--force", action="append", default=[], choices=PIPELINE_STAGES, metavar="STAGE",
+        help="run STAGE even when its outputs are up to date (repeatable)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    start = time.perf_counter()
+    states = run_pipeline(cfg, tuple(args.force))
+    print_summary(cfg, states, time.perf_counter() - start)
+    return 0
+
+
+def print_summary(cfg: TextBoostConfig, states: dict[str, dict], total: float) -> None:
+    print("\nstage       status    seconds")
+    for name, state in states.items():
+        status = "skipped" if state.get("skipped") else "ran"
+        print(f"{name:<11} {status:<9} {state['wall_s']:>7.1f}")
+    print(f"{'total':<21} {total:>7.1f}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

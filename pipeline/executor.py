@@ -1,0 +1,120 @@
+"""Executors for the shard builder: Ray tasks (the only module of the builder importing Ray)
+or a plain loop in this process (benchmarks, debugging).
+
+Ray is embedded by default (``ray.init()`` on this machine); ``ray.address`` or the
+``RAY_ADDRESS`` environment variable connects to a cluster instead. One task per shard,
+``shards.cpus_per_task`` CPUs each, at most ``shards.max_in_flight`` tasks submitted at once,
+retried ``shards.max_retries`` times when a worker dies or an I/O error escapes the task.
+Tasks return small results (stats); results are handed back in submission order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from textboost.config import RayConfig
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Transient storage errors worth retrying (FileNotFoundError of an input is a reject, not this).
+RETRY_EXCEPTIONS: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
+
+
+def ensure_ray(ray_cfg: RayConfig) -> None:
+    """Start (or join) Ray once per process: embedded unless an address is configured."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = ray_cfg.address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, ignore_reinit_error=True)
+    else:
+        ray.init(
+            num_cpus=ray_cfg.num_cpus or None,
+            include_dashboard=False,
+            ignore_reinit_error=True,
+        )
+
+
+def run_local(fn: Callable[[T], R], tasks: Sequence[T], on_done: Callable[[R], None]) -> list[R]:
+    """The same task function in a plain loop, in this process."""
+    results = []
+    for task in tasks:
+        result = fn(task)
+        on_done(result)
+        results.append(result)
+    return results
+
+
+def run_ray(
+    fn: Callable[[T], R],
+    tasks: Sequence[T],
+    on_done: Callable[[R], None],
+    *,
+    ray_cfg: RayConfig,
+    cpus_per_task: float = 1.0,
+    max_in_flight: int = 8,
+    max_retries: int = 3,
+) -> list[R]:
+    """One Ray task per item, a bounded window of tasks in flight, results in task order."""
+    import ray
+
+    ensure_ray(ray_cfg)
+    remote = ray.remote(fn).options(
+        num_cpus=cpus_per_task,
+        max_retries=max_retries,
+        retry_exceptions=RETRY_EXCEPTIONS,
+    )
+    results: list[Any] = [None] * len(tasks)
+    pending: dict[Any, int] = {}
+    queue = iter(enumerate(tasks))
+    exhausted = False
+    try:
+        while pending or not exhausted:
+            while not exhausted and len(pending) < max_in_flight:
+                item = next(queue, None)
+                if item is None:
+                    exhausted = True
+                    break
+                pending[remote.remote(item[1])] = item[0]
+            if not pending:
+                break
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                index = pending.pop(ref)
+                results[index] = ray.get(ref)
+                on_done(results[index])
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    return results
+
+
+def run_tasks(
+    fn: Callable[[T], R],
+    tasks: Sequence[T],
+    on_done: Callable[[R], None],
+    *,
+    executor: str,
+    ray_cfg: RayConfig,
+    cpus_per_task: float = 1.0,
+    max_in_flight: int = 8,
+    max_retries: int = 3,
+) -> list[R]:
+    """Dispatch to ``run_ray`` or ``run_local`` (``shards.executor``)."""
+    if executor == "local" or not tasks:
+        return run_local(fn, tasks, on_done)
+    return run_ray(
+        fn,
+        tasks,
+        on_done,
+        ray_cfg=ray_cfg,
+        cpus_per_task=cpus_per_task,
+        max_in_flight=max_in_flight,
+        max_retries=max_retries,
+    )

@@ -1,0 +1,626 @@
+"""WebDataset shard builder: deterministic plan, one task per shard, commit markers, manifest.
+
+Layout of ``shards.out`` (DESIGN.md "Dataset layout"):
+
+- ``<split>-%06d.tar``: uncompressed, members sorted (sample key, then field), fixed
+  mtime/uid/gid/uname: the same inputs and config give the same bytes on every rebuild.
+- ``<split>-%06d.json``: the shard's stats (count, bytes, sha256, rejects); written last,
+  it is the shard's commit marker. A tar without a matching marker is not a shard.
+- ``manifest.json``: per split the config hash, the resolved config (for ``rebuild``), the
+  source fingerprint, the code version and the shard list with sha256; written after all
+  shards of a split are committed.
+- ``rejected.jsonl``: every rejected input with its reason, merged from the markers.
+
+Every file is written under a temporary name and renamed. A rerun skips shards whose marker
+matches the config hash, code version and inputs; anything else is rebuilt in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+
+from pipeline import executor
+from pipeline.samples import Reject, SampleSpec, dumps, process_sample
+from pipeline.sources import SampleRef, fingerprint, list_source
+from textboost.config import SourceConfig, TextBoostConfig, to_dict
+from textboost.errors import ConfigError
+
+SPLITS = ("train", "val")
+BYTES_FIELDS = ("samples_per_shard", "side_info_format", "jpeg_quality_for_png")  # of shards.*
+TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z for every member
+MANIFEST = "manifest.json"
+REJECTED = "rejected.jsonl"
+FORMAT = "textboost-shards/1"
+CODE_FILES = (
+    "pipeline/sources.py",
+    "pipeline/samples.py",
+    "pipeline/shards.py",
+    "textboost/words.py",
+    "textboost/geometry.py",
+    "textboost/filtering.py",
+    "textboost/side_info.py",
+    "textboost/guidance.py",
+    "textboost/ocr.py",
+    "textboost/synth.py",
+    "textboost/vocab.py",
+)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one shard task needs; small enough to ship to a Ray worker."""
+
+    out: str  # shards.out URL
+    split: str
+    index: int
+    refs: tuple[SampleRef, ...]
+    spec: SampleSpec
+    config_hash: str
+    code_version: str
+    commit: bool = True  # False: return the tar bytes (process-local output such as memory://)
+    fail_once_marker: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:06d}"
+
+
+def source_of(cfg: TextBoostConfig, split: str) -> SourceConfig:
+    if split not in SPLITS:
+        raise ConfigError(f"split {split!r} is not allowed; choose one of {list(SPLITS)}")
+    return cfg.data.train if split == "train" else cfg.data.val
+
+
+def settings_of(cfg: TextBoostConfig, split: str) -> dict:
+    """The config that determines the bytes of a split's shards (hashed into config_hash)."""
+    src = source_of(cfg, split)
+    settings = {
+        "split": split,
+        "source": to_dict(src),
+        "threshold": cfg.data.filter.t_train if split == "train" else cfg.data.filter.t_test,
+        "samples_per_shard": cfg.shards.samples_per_shard,
+        "side_info_format": cfg.shards.side_info_format,
+    }
+    if src.kind == "synthetic":
+        settings["synth"] = to_dict(cfg.data.synth)
+    return settings
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def code_version() -> str:
+    """Package version plus a digest of the code that produces shard bytes."""
+    import textboost
+
+    root = Path(textboost.__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for rel in CODE_FILES:
+        path = root / rel
+        h.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+    return f"{textboost.__version__}+{h.hexdigest()[:12]}"
+
+
+def environment() -> dict:
+    """Library versions that can change shard bytes (recorded, not compared)."""
+    import zlib
+
+    import numpy
+    import PIL
+
+    return {
+        "python": sys.version.split()[0],
+        "pillow": PIL.__version__,
+        "numpy": numpy.__version__,
+        "zlib": zlib.ZLIB_VERSION,
+    }
+
+
+def _spec(cfg: TextBoostConfig, split: str) -> SampleSpec:
+    synth = cfg.data.synth
+    kwargs = {
+        "max_side": synth.max_side,
+        "min_side": synth.min_side,
+        "words": (synth.words_min, synth.words_max),
+        "backgrounds": synth.backgrounds or None,
+    }
+    threshold = float(settings_of(cfg, split)["threshold"])
+    return SampleSpec(threshold, cfg.shards.side_info_format, kwargs, synth.seed)
+
+
+def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[SampleRef]]:
+    """The deterministic plan: sorted references cut into fixed-size shards."""
+    src = source_of(cfg, split)
+    refs = list_source(src, split, cfg.data.synth)
+    if not refs:
+        raise ConfigError(f"data.{split} ({src.kind}: {src.images or 'synthetic'}) has no images")
+    memory_output = _is_memory(cfg.shards.out)
+    if cfg.shards.executor == "ray" and any(_is_memory(r.image) or _is_memory(r.ann) for r in refs):
+        raise ConfigError(
+            "memory:// inputs live in this process only; Ray workers cannot read them. "
+            "Use a local path or s3://, or shards.executor=local"
+        )
+    spec = _spec(cfg, split)
+    chash = sha256_hex(dumps(settings_of(cfg, split)))
+    version = code_version()
+    n = cfg.shards.samples_per_shard
+    tasks = [
+        ShardTask(
+            cfg.shards.out,
+            split,
+            i // n,
+            tuple(refs[i : i + n]),
+            spec,
+            chash,
+            version,
+            commit=not (memory_output and cfg.shards.executor == "ray"),
+            fail_once_marker=cfg.shards.fail_once_marker,
+        )  # fmt: skip
+        for i in range(0, len(refs), n)
+    ]
+    return tasks, refs
+
+
+def _is_memory(url: str) -> bool:
+    return url.startswith("memory:")
+
+
+def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path.rstrip("/")
+
+
+def write_tar(samples: list[dict[str, bytes]], fileobj: io.IOBase) -> dict[str, int]:
+    """A deterministic tar: samples in order, fields sorted, fixed member metadata."""
+    field_bytes: dict[str, int] = {}
+    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            key = sample["__key__"].decode()
+            for ext in sorted(k for k in sample if k != "__key__"):
+                data = sample[ext]
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+                field = "image" if ext in ("jpg", "png") else ext
+                field_bytes[field] = field_bytes.get(field, 0) + len(data)
+    return dict(sorted(field_bytes.items()))
+
+
+def _write_atomic(fs: fsspec.AbstractFileSystem, path: str, src: io.IOBase | bytes) -> None:
+    """Write under a temporary name, then rename: readers never see a partial file."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with fs.open(tmp, "wb") as f:
+        if isinstance(src, bytes):
+            f.write(src)
+        else:
+            shutil.copyfileobj(src, f, 1 << 20)
+    fs.mv(tmp, path)
+
+
+def _maybe_crash(marker: str) -> None:
+    """Test hook (``shards.fail_once_marker``): the first task to get here dies, once."""
+    if not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os._exit(17)
+
+
+def run_shard(task: ShardTask) -> dict:
+    """Task body: process the shard's samples, write and commit the tar, return stats."""
+    start = time.perf_counter()
+    samples, rejects = [], []
+    for ref in task.refs:
+        result = process_sample(ref, task.spec)
+        (rejects if isinstance(result, Reject) else samples).append(result)
+    with tempfile.SpooledTemporaryFile(max_size=256 << 20) as spool:
+        field_bytes = write_tar(samples, spool)
+        size = spool.tell()
+        spool.seek(0)
+        digest = hashlib.sha256()
+        for block in iter(lambda: spool.read(1 << 20), b""):
+            digest.update(block)
+        stats = {
+            "name": f"{task.name}.tar",
+            "split": task.split,
+            "shard": task.index,
+            "count": len(samples),
+            "inputs": len(task.refs),
+            "bytes": size,
+            "sha256": digest.hexdigest(),
+            "field_bytes": field_bytes,
+            "rejected": [r.to_json() for r in sorted(rejects, key=lambda r: r.key)],
+            "config_hash": task.config_hash,
+            "code_version": task.code_version,
+            "inputs_sha256": fingerprint(task.refs),
+        }
+        spool.seek(0)
+        payload = None
+        if task.commit:
+            commit_shard(task.out, task.name, spool, stats, task.fail_once_marker)
+        else:
+            payload = spool.read()
+    return {"stats": stats, "payload": payload, "seconds": time.perf_counter() - start}
+
+
+def commit_shard(
+    out: str, name: str, tar_src: io.IOBase | bytes, stats: dict, fail_once_marker: str = ""
+) -> None:
+    """Uncommit, write the tar (temp name + rename), then the stats JSON: the commit marker."""
+    fs, root = _fs(out)
+    marker = f"{root}/{name}.json"
+    if fs.exists(marker):
+        fs.rm(marker)
+    tmp = f"{root}/{name}.tar.tmp-{uuid.uuid4().hex}"
+    with fs.open(tmp, "wb") as f:
+        if isinstance(tar_src, bytes):
+            f.write(tar_src)
+        else:
+            shutil.copyfileobj(tar_src, f, 1 << 20)
+    _maybe_crash(fail_once_marker)  # dies between the temp write and the rename
+    fs.mv(tmp, f"{root}/{name}.tar")
+    _write_atomic(fs, marker, dumps(stats) + b"\n")
+
+
+def _read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
+    import json
+
+    try:
+        with fs.open(path, "rb") as f:
+            data = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _committed(fs: fsspec.AbstractFileSystem, root: str, task: ShardTask) -> dict | None:
+    """The stats of a committed shard built from the same config, code and inputs."""
+    stats = _read_json(fs, f"{root}/{task.name}.json")
+    if not stats or (
+        stats.get("config_hash") != task.config_hash
+        or stats.get("code_version") != task.code_version
+        or stats.get("inputs_sha256") != fingerprint(task.refs)
+    ):
+        return None
+    try:
+        if fs.size(f"{root}/{task.name}.tar") != stats.get("bytes"):
+            return None
+    except FileNotFoundError:
+        return None
+    return stats
+
+
+def _clean(fs: fsspec.AbstractFileSystem, root: str, split: str, n_shards: int) -> None:
+    """Remove temp files of dead builds and shards beyond the plan (from a larger build)."""
+    for path in fs.glob(f"{root}/{split}-*"):
+        name = path.rsplit("/", 1)[-1]
+        stem = name.split(".", 1)[0]
+        index = stem.split("-", 1)[1] if "-" in stem else ""
+        stale = index.isdigit() and int(index) >= n_shards and len(index) == 6
+        if ".tmp-" in name or stale:
+            fs.rm(path)
+
+
+def read_manifest(url: str) -> dict:
+    """The ``manifest.json`` of a shard folder (``url`` is the folder or the file)."""
+    from textboost.errors import ShardError
+
+    fs, root = _fs(url)
+    path = root if root.endswith(".json") else f"{root}/{MANIFEST}"
+    manifest = _read_json(fs, path)
+    if manifest is None or manifest.get("format") != FORMAT:
+        raise ShardError(
+            f"{url}: no valid {MANIFEST} ({FORMAT}); build the shards with `textboost shards build`"
+        )
+    return manifest
+
+
+def _load_manifest(fs: fsspec.AbstractFileSystem, root: str) -> dict:
+    manifest = _read_json(fs, f"{root}/{MANIFEST}")
+    if manifest is None or manifest.get("format") != FORMAT:
+        manifest = {"format": FORMAT, "splits": {}}
+    return manifest
+
+
+def _save_manifest(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> None:
+    """Write ``rejected.jsonl`` (merged from the shard markers, in order), then the manifest."""
+    manifest["splits"] = dict(sorted(manifest["splits"].items()))
+    lines = []
+    for split, entry in manifest["splits"].items():
+        for shard in entry["shards"]:
+            stats = _read_json(fs, f"{root}/{shard['name'][:-4]}.json") or {}
+            for reject in stats.get("rejected", []):
+                lines.append(dumps({"split": split, "shard": shard["name"], **reject}) + b"\n")
+    _write_atomic(fs, f"{root}/{REJECTED}", b"".join(lines))
+    _write_atomic(fs, f"{root}/{MANIFEST}", dumps(manifest) + b"\n")
+
+
+def shard_urls(url: str, split: str) -> list[str]:
+    """URLs of a split's non-empty shards, in order (for ``webdataset`` / the loader)."""
+    from textboost.errors import ShardError
+
+    entry = read_manifest(url)["splits"].get(split)
+    if entry is None:
+        raise ShardError(f"{url}: the manifest has no '{split}' split; build it first")
+    base = url[: -len(MANIFEST)] if url.endswith(MANIFEST) else url
+    return [f"{base.rstrip('/')}/{s['name']}" for s in entry["shards"] if s["count"] > 0]
+
+
+def build_split(
+    cfg: TextBoostConfig, split: str, only: set[int] | None = None
+) -> tuple[list[dict], dict]:
+    """Build the missing shards of one split; returns (stats of all planned shards, summary)."""
+    tasks, refs = plan(cfg, split)
+    fs, root = _fs(cfg.shards.out)
+    fs.makedirs(root, exist_ok=True)
+    _clean(fs, root, split, len(tasks))
+    committed = {t.index: _committed(fs, root, t) for t in tasks}
+    todo = [t for t in tasks if committed[t.index] is None and (only is None or t.index in only)]
+    if todo and only is None:
+        manifest = _load_manifest(fs, root)
+        if manifest["splits"].pop(split, None) is not None:
+            _save_manifest(fs, root, manifest)  # never list shards that are being replaced
+    bar = _progress(cfg, split, len(refs), len(tasks), len(tasks) - len(todo))
+    built: dict[int, dict] = {}
+
+    def on_done(result: dict) -> None:
+        stats = result["stats"]
+        if result["payload"] is not None:
+            commit_shard(cfg.shards.out, stats["name"][:-4], result["payload"], stats)
+        built[stats["shard"]] = stats
+        bar.update(stats["inputs"])
+        bar.rejects += len(stats["rejected"])
+        bar.set_postfix(shards=f"{bar.done + len(built)}/{len(tasks)}", rejects=bar.rejects)
+
+    start = time.perf_counter()
+    executor.run_tasks(
+        run_shard, todo, on_done, executor=cfg.shards.executor, ray_cfg=cfg.ray,
+        cpus_per_task=cfg.shards.cpus_per_task, max_in_flight=cfg.shards.max_in_flight,
+        max_retries=cfg.shards.max_retries,
+    )  # fmt: skip
+    bar.close()
+    fs.invalidate_cache()  # workers wrote here: drop cached listings (s3fs)
+    _clean(fs, root, split, len(tasks))  # temp files of attempts that died and were retried
+    stats = [built.get(t.index) or committed[t.index] for t in tasks]
+    summary = {
+        "split": split,
+        "shards": len(tasks),
+        "built": len(built),
+        "skipped": sum(1 for s in committed.values() if s is not None),
+        "inputs": len(refs),
+        "built_inputs": sum(len(t.refs) for t in todo),
+        "seconds": time.perf_counter() - start,
+        "source_fingerprint": fingerprint(refs),
+        "config_hash": tasks[0].config_hash,
+        "code_version": tasks[0].code_version,
+    }
+    return stats, summary
+
+
+class _Bar:
+    """tqdm with a rejects counter (or a silent stand-in when progress is off)."""
+
+    def __init__(self, bar: object | None, done: int) -> None:
+        self.bar, self.done, self.rejects = bar, done, 0
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def set_postfix(self, **kw: object) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(**kw)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(cfg: TextBoostConfig, split: str, total: int, shards: int, done: int) -> _Bar:
+    if not cfg.shards.progress:
+        return _Bar(None, done)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"shards {split}", unit="img", dynamic_ncols=True)
+    bar.set_postfix(shards=f"{done}/{shards}", rejects=0)
+    return _Bar(bar, done)
+
+
+def build_shards(cfg: TextBoostConfig, split: str) -> dict:
+    """Build (or resume) one split and record it in ``manifest.json``; returns the manifest."""
+    stats, summary = build_split(cfg, split)
+    fs, root = _fs(cfg.shards.out)
+    manifest = _load_manifest(fs, root)
+    # only what determines the bytes: execution settings (workers, retries, out) stay out,
+    # so the manifest, like the shards, is the same however the build was run
+    stored_shards = {k: getattr(cfg.shards, k) for k in BYTES_FIELDS}
+    manifest["splits"][split] = {
+        "config_hash": summary["config_hash"],
+        "code_version": summary["code_version"],
+        "environment": environment(),
+        "settings": settings_of(cfg, split),
+        "config": {"data": to_dict(cfg.data), "shards": stored_shards},
+        "source_fingerprint": summary["source_fingerprint"],
+        "inputs": summary["inputs"],
+        "count": sum(s["count"] for s in stats),
+        "bytes": sum(s["bytes"] for s in stats),
+        "rejected": sum(len(s["rejected"]) for s in stats),
+        "shards": [{k: s[k] for k in ("name", "count", "bytes", "sha256")} for s in stats],
+    }
+    _save_manifest(fs, root, manifest)
+    _print_summary(summary, manifest["splits"][split], cfg.shards.progress)
+    return manifest
+
+
+def _print_summary(summary: dict, entry: dict, enabled: bool) -> None:
+    if not enabled:
+        return
+    rate = summary["built_inputs"] / max(summary["seconds"], 1e-9)
+    print(
+        f"{summary['split']}: {summary['shards']} shards ({summary['built']} built, "
+        f"{summary['skipped']} skipped), {entry['count']} samples, {entry['rejected']} rejected, "
+        f"{entry['bytes'] / 1e6:.1f} MB, {summary['seconds']:.1f} s"
+        + (f", {rate:.1f} samples/s" if summary["built"] else ""),
+        file=sys.stderr,
+    )
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only stream that hashes and counts everything read through it."""
+
+    def __init__(self, f: io.IOBase) -> None:
+        self.f, self.sha, self.n = f, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        data = self.f.read(len(buf))
+        buf[: len(data)] = data
+        self.sha.update(data)
+        self.n += len(data)
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def scan_tar(fs: fsspec.AbstractFileSystem, path: str) -> tuple[str, int, dict[str, set[str]]]:
+    """(sha256, bytes, {sample key: field names}) of a tar, in one streaming pass."""
+    with fs.open(path, "rb") as f:
+        reader = _HashingReader(f)
+        samples: dict[str, set[str]] = {}
+        with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|") as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                samples.setdefault(key, set()).add(ext)
+        reader.drain()
+    return reader.sha.hexdigest(), reader.n, samples
+
+
+def _verify_shard(fs: fsspec.AbstractFileSystem, root: str, shard: dict) -> list[str]:
+    from pipeline.samples import FIELDS
+
+    name, errors = shard["name"], []
+    stats = _read_json(fs, f"{root}/{name[:-4]}.json")
+    if stats is None:
+        errors.append(f"{name}: commit marker {name[:-4]}.json is missing or unreadable")
+    try:
+        digest, size, samples = scan_tar(fs, f"{root}/{name}")
+    except FileNotFoundError:
+        return errors + [f"{name}: shard file is missing"]
+    except tarfile.TarError as exc:
+        return errors + [f"{name}: not a readable tar ({exc})"]
+    found = {"sha256": digest, "bytes": size, "count": len(samples)}
+    for key, value in found.items():
+        if value != shard[key]:
+            errors.append(f"{name}: {key} is {value}, manifest says {shard[key]}")
+        if stats is not None and value != stats.get(key):
+            errors.append(f"{name}: {key} is {value}, its marker says {stats.get(key)}")
+    for key, fields in sorted(samples.items()):
+        images = fields & {"jpg", "png"}
+        if len(images) != 1 or not set(FIELDS) <= fields:
+            errors.append(f"{name}: sample {key} has fields {sorted(fields)}")
+    return errors
+
+
+def verify_shards(url: str) -> dict:
+    """Recompute every shard's sha256, size and sample count against markers and manifest."""
+    manifest = read_manifest(url)
+    fs, root = _fs(url[: -len(MANIFEST)] if url.endswith(MANIFEST) else url)
+    report: dict = {"url": url, "shards": 0, "samples": 0, "bytes": 0, "errors": []}
+    listed = {MANIFEST, REJECTED}
+    for entry in manifest["splits"].values():
+        for shard in entry["shards"]:
+            listed.update({shard["name"], shard["name"][:-4] + ".json"})
+            report["errors"] += _verify_shard(fs, root, shard)
+            report["shards"] += 1
+            report["samples"] += shard["count"]
+            report["bytes"] += shard["bytes"]
+    for path in sorted(fs.ls(root, detail=False)):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if name not in listed and (".tmp-" in name or name.split("-", 1)[0] in SPLITS):
+            report["errors"].append(f"{name}: not part of the manifest (partial or stale file)")
+    report["ok"] = not report["errors"]
+    return report
+
+
+def config_from_manifest(
+    entry: dict, out: str, overrides: list[str] | None = None
+) -> TextBoostConfig:
+    """The config a split was built with (from its manifest entry), writing to ``out``."""
+    from omegaconf import OmegaConf
+
+    from textboost.config import load_config
+
+    stored = {"data": entry["config"]["data"], "shards": {**entry["config"]["shards"], "out": out}}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(OmegaConf.to_yaml(OmegaConf.create(stored)))
+    try:
+        return load_config(f.name, overrides)
+    finally:
+        os.unlink(f.name)
+
+
+def rebuild_check(
+    url: str, splits: list[str] | None = None, only: set[int] | None = None,
+    overrides: list[str] | None = None, into: str | None = None,
+) -> dict:  # fmt: skip
+    """Regenerate shards from the manifest into a scratch folder and compare byte for byte.
+
+    ``into`` must be reachable by every Ray worker (on a cluster: an ``s3://`` prefix); by
+    default a local temp dir, removed afterwards.
+    """
+    manifest = read_manifest(url)
+    fs, root = _fs(url[: -len(MANIFEST)] if url.endswith(MANIFEST) else url)
+    report: dict = {"url": url, "compared": 0, "errors": []}
+    scratch = into or tempfile.mkdtemp(prefix="textboost-rebuild-")
+    sfs, sroot = _fs(scratch)
+    try:
+        for split in splits or list(manifest["splits"]):
+            entry = manifest["splits"].get(split)
+            if entry is None:
+                report["errors"].append(f"{split}: not in the manifest")
+                continue
+            cfg = config_from_manifest(entry, scratch, overrides)
+            if sha256_hex(dumps(settings_of(cfg, split))) != entry["config_hash"]:
+                report["errors"].append(f"{split}: the stored config does not reproduce its hash")
+            stats, summary = build_split(cfg, split, only)
+            if summary["source_fingerprint"] != entry["source_fingerprint"]:
+                report["errors"].append(f"{split}: the source changed since the build")
+            if len(stats) != len(entry["shards"]):
+                report["errors"].append(
+                    f"{split}: {len(stats)} shards now, {len(entry['shards'])} built"
+                )
+            for new, old in zip(stats, entry["shards"]):
+                if new is None or (only is not None and new["shard"] not in only):
+                    continue
+                report["compared"] += 1
+                same = fs.cat_file(f"{root}/{old['name']}") == sfs.cat_file(
+                    f"{sroot}/{new['name']}"
+                )
+                if not same or new["sha256"] != old["sha256"]:
+                    report["errors"].append(f"{old['name']}: rebuilt bytes differ")
+    finally:
+        if into is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report["ok"] = not report["errors"]
+    return report

@@ -1,0 +1,295 @@
+"""Data sources over fsspec URLs: a sorted, deterministic list of light sample references.
+
+A source only *lists* its inputs (paper 5.1.1: TextOCR, ICDAR 2015, ImageNet for stage 1,
+any image folder, and the synthetic scene-text set). Listing is cheap: file names, sizes and,
+for TextOCR, the raw per-image annotation records. The bytes are loaded later, per sample,
+inside the shard task (``pipeline.samples``), so a plan over 1.28M ImageNet images is made
+in the driver without reading a single image.
+
+Every reference carries a ``key`` ``<source>_<id>`` (no dots: WebDataset splits keys at the
+first dot) and a fingerprint line; the sha256 of all lines is the source fingerprint stored
+in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import tarfile
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import fsspec
+
+from textboost.config import SourceConfig, SynthConfig
+from textboost.errors import AnnotationError, ConfigError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+VAL_SYNTH_OFFSET = 1_000_000  # synthetic val indices start here: disjoint from train
+MAX_KEY_LEN = 90  # tar member names stay within the ustar limit with room for extensions
+
+# How a sample gets its words: its own annotations, the OCR engine, or none.
+ANN_NONE, ANN_TEXTOCR, ANN_ICDAR, ANN_OCR, ANN_SYNTH = (
+    "none",
+    "textocr",
+    "icdar2015",
+    "ocr",
+    "synth",
+)
+ANN_ERROR = "error"  # malformed annotations: ``ann`` holds the reason, the sample is rejected
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """A light reference to one input sample; ``pipeline.samples`` loads and processes it."""
+
+    key: str  # "<source>_<id>", [A-Za-z0-9_-] only
+    source: str  # textocr | icdar2015 | imagenet | folder | synthetic
+    id: str
+    image: str = ""  # fsspec URL of the image, or of the tar file that holds it
+    offset: int = -1  # byte offset of the image inside ``image`` (tar member), -1: whole file
+    size: int = -1  # image bytes as listed (-1: unknown / missing)
+    ann_kind: str = ANN_NONE  # none | textocr | icdar2015 | ocr | synth
+    ann: str = ""  # textocr: words JSON; icdar2015: gt file URL ("" = missing); error: reason
+    index: int = -1  # synthetic: generator index
+
+    def fingerprint(self) -> str:
+        """One line that changes when the sample's inputs change (relative names only)."""
+        ann = hashlib.sha256(self.ann.encode()).hexdigest()[:16] if self.ann else "-"
+        name = posixpath.basename(self.image) if self.image else str(self.index)
+        return f"{self.key}\t{name}\t{self.offset}\t{self.size}\t{self.ann_kind}\t{ann}"
+
+
+def sanitize_id(text: str) -> str:
+    """Ids keep letters, digits, ``-`` and ``_``; everything else (dots included) becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text).strip("_") or "x"
+
+
+def fingerprint(refs: Iterable[SampleRef]) -> str:
+    """sha256 over the references' fingerprint lines (the manifest's source fingerprint)."""
+    h = hashlib.sha256()
+    for ref in refs:
+        h.update(ref.fingerprint().encode() + b"\n")
+    return h.hexdigest()
+
+
+def list_source(
+    src: SourceConfig, split: str = "train", synth: SynthConfig | None = None
+) -> list[SampleRef]:
+    """Sorted, de-duplicated sample references of one source (``limit`` applied last)."""
+    if src.kind == "synthetic":
+        refs = _synthetic(src, split, synth or SynthConfig())
+    else:
+        if not src.images:
+            raise ConfigError(f"data.{split}.images is empty; set the {src.kind} image URL")
+        lister = {
+            "textocr": _textocr,
+            "icdar2015": _icdar2015,
+            "imagenet": _imagenet,
+            "folder": _folder,
+        }[src.kind]
+        refs = _unique_keys(lister(src, split))
+        mode = _ann_mode(src)
+        if mode != "annotations":
+            refs = [_with_words_from(r, mode) for r in refs]
+    refs.sort(key=lambda r: r.key)
+    return refs[: src.limit] if src.limit > 0 else refs
+
+
+def _ann_mode(src: SourceConfig) -> str:
+    return src.ocr  # annotations | auto | none
+
+
+def _with_words_from(ref: SampleRef, mode: str) -> SampleRef:
+    kind = ANN_OCR if mode == "auto" else ANN_NONE
+    return SampleRef(ref.key, ref.source, ref.id, ref.image, ref.offset, ref.size, kind)
+
+
+def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(url)
+
+
+def _list_files(url: str, split: str) -> dict[str, int]:
+    """``{relative path: size}`` of all files under a folder URL."""
+    fs, root = _fs(url)
+    if not fs.isdir(root):
+        raise ConfigError(f"data.{split}: {url} is not a folder; point it at the image folder")
+    root = root.rstrip("/")
+    found = fs.find(root, detail=True)
+    return {
+        p[len(root) + 1 :]: int(info.get("size") or 0)
+        for p, info in found.items()
+        if info.get("type", "file") == "file"
+    }
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _join(url: str, rel: str) -> str:
+    return url.rstrip("/") + "/" + rel
+
+
+def _unique_keys(refs: list[SampleRef]) -> list[SampleRef]:
+    """Keys that collide after sanitising get a short hash of their image name appended."""
+    by_key: dict[str, list[SampleRef]] = defaultdict(list)
+    for r in refs:
+        by_key[r.key].append(r)
+    out = []
+    for key, group in by_key.items():
+        if len(group) == 1 and len(key) <= MAX_KEY_LEN:
+            out.extend(group)
+            continue
+        for r in group:
+            tag = hashlib.sha1(f"{r.image}#{r.offset}".encode()).hexdigest()[:10]
+            new_id = f"{r.id[: MAX_KEY_LEN - 32]}_{tag}"
+            out.append(
+                SampleRef(
+                    f"{r.source}_{new_id}",
+                    r.source,
+                    new_id,
+                    r.image,
+                    r.offset,
+                    r.size,
+                    r.ann_kind,
+                    r.ann,
+                )
+            )
+    return out
+
+
+def _synthetic(src: SourceConfig, split: str, synth: SynthConfig) -> list[SampleRef]:
+    """Indices of the synthetic generator; val uses a disjoint index range."""
+    n = src.limit if src.limit > 0 else synth.images
+    start = VAL_SYNTH_OFFSET if split == "val" else 0
+    kind = {"annotations": ANN_SYNTH, "auto": ANN_OCR, "none": ANN_NONE}[src.ocr]
+    return [
+        SampleRef(f"synth_{i:07d}", "synthetic", f"{i:07d}", ann_kind=kind, index=i)
+        for i in range(start, start + n)
+    ]
+
+
+def _textocr(src: SourceConfig, split: str) -> list[SampleRef]:
+    """TextOCR: one JSON for the split plus an image folder (``file_name`` or its basename).
+
+    The JSON is parsed once here (``textboost.ocr.read_textocr``); each reference carries
+    its image's words as compact JSON, or the reason its annotations are malformed.
+    """
+    from textboost.ocr import read_textocr
+
+    if not src.annotations:
+        raise ConfigError(f"data.{split}.annotations is empty; set the TextOCR JSON URL")
+    index = read_textocr(src.annotations)
+    files = _list_files(src.images, split)
+    by_base = {posixpath.basename(p): p for p in sorted(files)}
+    refs = []
+    for img_id in index.image_ids():
+        file_name = index.info(img_id).file_name
+        rel = file_name if file_name in files else by_base.get(posixpath.basename(file_name))
+        rel = rel or file_name
+        try:
+            words = [w.to_json() for w in index.words(img_id)]
+            kind, ann = ANN_TEXTOCR, json.dumps(words, separators=(",", ":"), ensure_ascii=False)
+        except AnnotationError as exc:
+            kind, ann = ANN_ERROR, str(exc)
+        sid = sanitize_id(img_id)
+        refs.append(
+            SampleRef(
+                f"textocr_{sid}", "textocr", sid, _join(src.images, rel), -1,
+                files.get(rel, -1), kind, ann,
+            )
+        )  # fmt: skip
+    return refs
+
+
+def _icdar2015(src: SourceConfig, split: str) -> list[SampleRef]:
+    """ICDAR 2015: ``img_N.jpg`` images with ``gt_img_N.txt`` ground-truth files."""
+    if not src.annotations and src.ocr == "annotations":
+        raise ConfigError(f"data.{split}.annotations is empty; set the ICDAR 2015 gt folder URL")
+    files = _list_files(src.images, split)
+    gts = _list_files(src.annotations, split) if src.annotations else {}
+    gt_by_name = {posixpath.basename(p): p for p in gts}
+    refs = []
+    for rel in sorted(p for p in files if _is_image(p)):
+        stem = posixpath.splitext(posixpath.basename(rel))[0]
+        gt = gt_by_name.get(f"gt_{stem}.txt")
+        sid = sanitize_id(stem)
+        ann = _join(src.annotations, gt) if gt else ""
+        refs.append(
+            SampleRef(
+                f"icdar2015_{sid}", "icdar2015", sid, _join(src.images, rel), -1,
+                files[rel], ANN_ICDAR, ann,
+            )
+        )  # fmt: skip
+    return refs
+
+
+def _folder(src: SourceConfig, split: str) -> list[SampleRef]:
+    """Any image folder (recursive); the id is the relative path, extension included."""
+    files = _list_files(src.images, split)
+    return [
+        SampleRef(
+            f"folder_{sanitize_id(rel)}",
+            "folder",
+            sanitize_id(rel),
+            _join(src.images, rel),
+            -1,
+            size,
+        )  # fmt: skip
+        for rel, size in sorted(files.items())
+        if _is_image(rel)
+    ]
+
+
+def _imagenet(src: SourceConfig, split: str) -> list[SampleRef]:
+    """ImageNet: class folders of JPEGs, one tar file, or a folder of (per-class) tar files."""
+    fs, root = _fs(src.images)
+    if fs.isfile(root):
+        return _imagenet_tar(src.images, fs.size(root))
+    files = _list_files(src.images, split)
+    tars = sorted(p for p in files if p.lower().endswith(".tar"))
+    if tars:
+        refs = []
+        for rel in tars:
+            refs.extend(_imagenet_tar(_join(src.images, rel), files[rel]))
+        return refs
+    return [
+        SampleRef(
+            f"imagenet_{_imagenet_id(rel)}",
+            "imagenet",
+            _imagenet_id(rel),
+            _join(src.images, rel),
+            -1,
+            size,
+        )  # fmt: skip
+        for rel, size in sorted(files.items())
+        if _is_image(rel)
+    ]
+
+
+def _imagenet_id(member: str) -> str:
+    """``n01440764/n01440764_10026.JPEG`` -> ``n01440764_10026`` (file names are unique)."""
+    return sanitize_id(posixpath.splitext(posixpath.basename(member))[0])
+
+
+def _imagenet_tar(url: str, size: int) -> list[SampleRef]:
+    """Members of one uncompressed tar, by byte offset: the sample reads just its range."""
+    refs = []
+    try:
+        with fsspec.open(url, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            for m in tar:
+                if m.isfile() and _is_image(m.name):
+                    sid = _imagenet_id(m.name)
+                    refs.append(
+                        SampleRef(f"imagenet_{sid}", "imagenet", sid, url, m.offset_data, m.size)
+                    )
+    except tarfile.TarError as exc:
+        raise ConfigError(
+            f"{url} is not a readable uncompressed tar ({exc}); extract nested or "
+            "compressed archives into per-class .tar files first"
+        ) from None
+    return refs

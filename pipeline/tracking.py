@@ -1,0 +1,308 @@
+"""MLflow: tracking setup, the codec as a pyfunc model, the model registry and its aliases.
+
+- ``setup_mlflow(mlflow_cfg)``: tracking + registry URI (default ``sqlite:///<workdir>/mlflow.db``,
+  a database store, which the registry needs) and the experiment.
+- ``TextBoostCodec``: an MLflow pyfunc around one ``model.pt`` checkpoint. ``predict`` takes a
+  DataFrame and ``params={"mode": "compress" | "decompress"}``: compress reads column
+  ``image`` (PNG/JPEG bytes) and optional ``words`` (JSON list of ``Word.to_json()``; without
+  it RapidOCR finds the words) and returns column ``container`` (``.tbx`` bytes); decompress
+  reads ``container`` and returns ``image`` (PNG bytes, written exactly as
+  ``textboost decompress`` writes its file). ``unwrap_python_model()`` gives the instance, with
+  ``compress(image, words)`` and ``decompress(data)`` methods.
+- ``log_codec_model``: logs it (``log_model(name=...)``, MLflow 3) with the checkpoint as
+  artifact ``model.pt`` and registers a new version.
+- Aliases, not stages: ``candidate`` marks the newest evaluated version; ``champion`` moves
+  only when the candidate beats the champion on ``mlflow.champion_metric`` within
+  ``mlflow.bpp_budget`` on the same evaluation set (``maybe_promote``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from textboost.config import MlflowConfig
+from textboost.errors import ConfigError
+
+TAG = "textboost."  # tag prefix shared with pipeline/training.py
+CANDIDATE, CHAMPION = "candidate", "champion"
+MODES = ("compress", "decompress")
+PIP_PACKAGES = ("torch", "compressai", "numpy", "pillow", "shapely", "rapidocr-onnxruntime")
+
+
+def setup_mlflow(mlflow_cfg: MlflowConfig) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    import mlflow
+
+    uri = mlflow_cfg.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith(("file:", "./", "/")) or "://" not in uri:
+        raise ConfigError(
+            f"mlflow.tracking_uri={uri!r}: the model registry needs a database store; use "
+            "sqlite:///PATH/mlflow.db or an http(s):// tracking server"
+        )
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    exp = mlflow.set_experiment(mlflow_cfg.experiment)
+    return exp.experiment_id
+
+
+def client(mlflow_cfg: MlflowConfig):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=mlflow_cfg.tracking_uri, registry_uri=mlflow_cfg.tracking_uri)
+
+
+# ---------------------------------------------------------------- the pyfunc
+
+
+def _python_model_base():
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+class TextBoostCodec(_python_model_base()):
+    """TextBoost codec as an MLflow pyfunc (see the module docstring for the data contract)."""
+
+    def load_context(self, context) -> None:
+        from textboost.checkpoint import load_checkpoint
+
+        cfg = dict(getattr(context, "model_config", None) or {})
+        self.t_test = float(cfg.get("t_test", 800.0))
+        self.side_info_format = str(cfg.get("side_info_format", "compact"))
+        self.model, self.meta = load_checkpoint(context.artifacts["checkpoint"])
+
+    def compress(self, image, words=None) -> bytes:
+        """PIL image (+ optional ``Word`` list; None: RapidOCR) -> container bytes."""
+        from textboost.codec import encode_image
+        from textboost.filtering import filter_words
+
+        image = image.convert("RGB")
+        if words is None:
+            from pipeline.samples import ocr_words
+
+            words = ocr_words(image)
+        kept, _ = filter_words(words, self.t_test)
+        return encode_image(self.model, image, kept, self.side_info_format)
+
+    def decompress(self, data: bytes):
+        """Container bytes -> PIL image."""
+        from textboost.codec import decode_container
+
+        return decode_container(self.model, bytes(data))
+
+    def predict(self, context, model_input, params: dict | None = None):
+        import pandas as pd
+
+        mode = (params or {}).get("mode", "compress")
+        if mode not in MODES:
+            raise ConfigError(f"pyfunc params mode={mode!r}; choose one of {list(MODES)}")
+        rows = model_input.to_dict(orient="records")
+        if mode == "decompress":
+            return pd.DataFrame({"image": [png_bytes(self.decompress(r["container"])) for r in rows]})
+        out = []
+        for r in rows:
+            words = _words_from_json(r.get("words"))
+            out.append(self.compress(_open_image(r["image"]), words))
+        return pd.DataFrame({"container": out})
+
+
+def png_bytes(image) -> bytes:
+    """PNG bytes with the settings of ``textboost decompress`` (Pillow's defaults)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _open_image(data: bytes):
+    from PIL import Image
+
+    from textboost.errors import ImageError
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # PIL raises several types for bad data
+        raise ImageError(f"pyfunc input column 'image' is not a readable image: {exc}") from None
+
+
+def _words_from_json(value: Any):
+    from textboost.errors import AnnotationError
+    from textboost.words import Word
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        items = json.loads(value) if isinstance(value, str | bytes) else value
+        return [Word.from_json(w) for w in items]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise AnnotationError(
+            f"pyfunc input column 'words' must be a JSON list of Word.to_json() records: {exc}"
+        ) from None
+
+
+def codec_signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec("binary", "image", required=False),
+            ColSpec("string", "words", required=False),
+            ColSpec("binary", "container", required=False),
+        ]
+    )
+    outputs = Schema(
+        [ColSpec("binary", "container", required=False), ColSpec("binary", "image", required=False)]
+    )
+    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec("mode", "string", "compress")]))
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for pkg in PIP_PACKAGES:
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            reqs.append(pkg)
+    return reqs
+
+
+def log_codec_model(
+    checkpoint: str,
+    name: str,
+    registered_model: str | None,
+    model_config: dict | None = None,
+    tags: dict | None = None,
+):
+    """Log ``checkpoint`` as a pyfunc in the active run (artifact ``model.pt``) and register it.
+
+    Returns MLflow's ``ModelInfo`` (``registered_model_version`` set when registered).
+    """
+    import mlflow.pyfunc
+
+    from textboost.checkpoint import FILENAME, resolve_checkpoint
+
+    src = resolve_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, FILENAME)  # the file inside the model must be model.pt
+        if "://" in src:
+            import fsspec
+
+            with fsspec.open(src, "rb") as f, open(local, "wb") as g:
+                shutil.copyfileobj(f, g)
+        else:
+            shutil.copyfile(src, local)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=TextBoostCodec(),
+            artifacts={"checkpoint": local},
+            signature=codec_signature(),
+            model_config=model_config or {},
+            registered_model_name=registered_model,
+            pip_requirements=_pip_requirements(),
+            tags=tags,
+        )
+
+
+# ---------------------------------------------------------------- registry and aliases
+
+
+def tag_version(mlflow_cfg: MlflowConfig, version: str, tags: dict) -> None:
+    c = client(mlflow_cfg)
+    for k, v in tags.items():
+        c.set_model_version_tag(mlflow_cfg.registered_model, str(version), k, str(v))
+
+
+def version_by_alias(mlflow_cfg: MlflowConfig, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(mlflow_cfg).get_model_version_by_alias(mlflow_cfg.registered_model, alias)
+    except MlflowException:
+        return None
+
+
+def _score(tags: dict, metric: str) -> float | None:
+    raw = tags.get(f"{TAG}metric.{metric}")
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def champion_decision(candidate_tags: dict, champion_tags: dict | None, cfg: MlflowConfig) -> tuple[bool, str]:
+    """(move champion?, why): the candidate must fit the bpp budget and beat the champion's
+    ``champion_metric`` measured on the same evaluation set."""
+    metric = cfg.champion_metric
+    cand, bpp = _score(candidate_tags, metric), _score(candidate_tags, "bpp")
+    if cand is None or bpp is None:
+        return False, f"candidate has no {metric} / bpp recorded"
+    if bpp > cfg.bpp_budget:
+        return False, f"candidate bpp {bpp:.5f} exceeds mlflow.bpp_budget {cfg.bpp_budget}"
+    if champion_tags is None:
+        return True, "no champion yet"
+    key = f"{TAG}eval_fingerprint"
+    if champion_tags.get(key) != candidate_tags.get(key):
+        return False, "champion was evaluated on another set: not comparable (promote by hand)"
+    champ = _score(champion_tags, metric)
+    if champ is None or cand > champ:
+        return True, f"{metric} {cand:.4f} > champion's {champ if champ is not None else 'n/a'}"
+    return False, f"{metric} {cand:.4f} does not beat the champion's {champ:.4f}"
+
+
+def maybe_promote(mlflow_cfg: MlflowConfig, version: str) -> dict:
+    """Give ``version`` the candidate alias; move champion when it wins (see above)."""
+    c = client(mlflow_cfg)
+    name = mlflow_cfg.registered_model
+    c.set_registered_model_alias(name, CANDIDATE, str(version))
+    cand = c.get_model_version(name, str(version))
+    champ = version_by_alias(mlflow_cfg, CHAMPION)
+    if champ is not None and str(champ.version) == str(version):
+        return {"version": str(version), "champion": True, "reason": "already champion"}
+    move, why = champion_decision(cand.tags, champ.tags if champ else None, mlflow_cfg)
+    if move:
+        c.set_registered_model_alias(name, CHAMPION, str(version))
+    return {"version": str(version), "champion": move, "reason": why}
+
+
+def promote(mlflow_cfg: MlflowConfig, version: str, alias: str = CHAMPION) -> None:
+    """Set ``alias`` on ``version`` by hand (the registry CLI)."""
+    c = client(mlflow_cfg)
+    c.get_model_version(mlflow_cfg.registered_model, str(version))  # raises if it does not exist
+    c.set_registered_model_alias(mlflow_cfg.registered_model, alias, str(version))
+
+
+def list_versions(mlflow_cfg: MlflowConfig) -> list[dict]:
+    """Registered versions, newest first: version, aliases, run id, key metrics."""
+    c = client(mlflow_cfg)
+    name = mlflow_cfg.registered_model
+    versions = c.search_model_versions(f"name = '{name}'")
+    out = []
+    for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        metrics = {
+            k[len(f"{TAG}metric.") :]: val
+            for k, val in v.tags.items()
+            if k.startswith(f"{TAG}metric.")
+        }
+        out.append(
+            {
+                "version": str(v.version),
+                "aliases": sorted(v.aliases),
+                "run_id": v.run_id,
+                "created": v.creation_timestamp,
+                "metrics": metrics,
+            }
+        )
+    return out

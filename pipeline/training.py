@@ -1,0 +1,443 @@
+"""Ray Train DDP for both training stages (paper 4.3, 5.1.4), with checkpoints and MLflow.
+
+Driver (``run_training``): resolves the run name and storage, opens (or, on relaunch, reopens)
+the MLflow run, and runs a ``TorchTrainer``. Workers (``train_loop_per_worker``): build the
+model (stage 2: from the stage-1 checkpoint, backbone frozen), wrap it in DDP with
+``ray.train.torch.prepare_model``, read crops from the webdataset loader and report a
+checkpoint (``model.pt`` + ``trainer_state.pt``) every ``train.checkpoint_every`` steps.
+
+Resumption: after a worker failure Ray Train restarts the worker group and
+``ray.train.get_checkpoint()`` returns the latest checkpoint; relaunching with the same
+``train.run_name`` (same storage path) reloads the run's checkpoint snapshot the same way
+(Ray Train V2: ``restore``/``can_restore`` are gone). Model, optimizers, LR schedule and step
+are restored exactly; the data stream after a mid-epoch resume is a fresh deterministic draw
+seeded by (seed, epoch, resume step, rank).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import torch
+
+from pipeline.loader import LoaderSpec, SkipTally, derive_seed, make_loader, shard_list, to_float
+from textboost.config import (
+    ModelConfig,
+    TextBoostConfig,
+    TrainConfig,
+    config_hash,
+    flatten,
+    section_from_dict,
+    to_dict,
+)
+from textboost.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+STATE_FILE = "trainer_state.pt"
+TAG = "textboost."  # MLflow tag prefix
+METRIC_KEYS = {  # loss-dict key -> MLflow metric name
+    "loss": "train.loss",
+    "bpp_loss": "train.bpp",
+    "mse_loss": "train.mse",
+    "psnr": "train.psnr",
+    "gc_loss": "train.gc_loss",
+    "aux_loss": "train.aux_loss",
+}
+
+
+# ---------------------------------------------------------------- one optimisation step
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the base LR after ``step`` optimizer steps (linear warmup, then cosine)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Stepper:
+    """Model, optimizers, LR schedule and loss of one stage; ``step`` runs one update.
+
+    Stage 1: whole model, rate-distortion loss (Eq. 7) plus compressai's aux loss. Stage 2:
+    backbone frozen, fusion block only, Eq. 8 with ``α·L_gc``. Main and aux losses go through
+    one backward pass (their parameters are disjoint), so DDP sees every parameter each step.
+    """
+
+    def __init__(self, model, tcfg: TrainConfig, device: torch.device, total_steps: int):
+        from textboost.stages import prepare_stage
+
+        self.tcfg, self.device, self.stage = tcfg, device, tcfg.stage
+        self.model = model  # the TextBoost module (never the DDP wrapper)
+        self.optimizer, self.aux_optimizer, self.criterion = prepare_stage(
+            model, tcfg.stage, tcfg.lr, tcfg.aux_lr, tcfg.lmbda, tcfg.alpha
+        )
+        factor = lambda s: lr_factor(s, total_steps, tcfg.warmup_steps, tcfg.lr_schedule)  # noqa: E731
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.net = model  # replaced by the DDP wrapper in workers
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.amp = tcfg.amp == "bf16"
+
+    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One update on a uint8 batch from the loader; returns detached loss tensors."""
+        inputs = to_float(batch, self.device, non_blocking=True)
+        x = inputs["image"]  # Bx3xSxS in [0, 1]
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.net(x, inputs["guidance"])
+        out = _as_float32(out)
+        losses = self.criterion(out, x, inputs["text_mask"])
+        total = losses["loss"]
+        if self.aux_optimizer is not None:
+            losses["aux_loss"] = self.model.aux_loss()
+            total = total + losses["aux_loss"]
+        total.backward()
+        if self.tcfg.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.tcfg.clip_max_norm)
+        self.optimizer.step()
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.step()
+        self.scheduler.step()
+        return {k: v.detach() for k, v in losses.items()}
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        aux = self.aux_optimizer.state_dict() if self.aux_optimizer is not None else None
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": aux,
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.aux_optimizer is not None and state.get("aux_optimizer") is not None:
+            self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _as_float32(out):
+    if isinstance(out, dict):
+        return {k: _as_float32(v) for k, v in out.items()}
+    if torch.is_tensor(out) and out.is_floating_point():
+        return out.float()
+    return out
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def write_checkpoint(directory: str, stepper: Stepper, args: dict, progress: dict) -> None:
+    """``model.pt`` (textboost.checkpoint format) and ``trainer_state.pt`` into ``directory``."""
+    from textboost.checkpoint import save_checkpoint
+
+    model_cfg = section_from_dict(ModelConfig, args["cfg"]["model"])
+    save_checkpoint(
+        os.path.join(directory, MODEL_FILE),
+        stepper.model,
+        model_cfg,
+        args["cfg"],
+        args["manifest_sha"],
+        stepper.stage,
+    )
+    torch.save({**stepper.state_dict(), **progress}, os.path.join(directory, STATE_FILE))
+
+
+def _initial_model(args: dict, tcfg: TrainConfig):
+    """(model, trainer state or None): from the run's latest checkpoint, the stage-2 init
+    checkpoint, or a fresh model (stage 1)."""
+    import ray.train
+
+    from textboost.checkpoint import load_checkpoint
+    from textboost.model import build_model
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            model, _ = load_checkpoint(os.path.join(d, MODEL_FILE))
+            state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
+        return model, state
+    if tcfg.stage == 2:
+        if not tcfg.init_checkpoint:
+            raise ConfigError("train.stage=2 needs train.init_checkpoint (a stage-1 checkpoint)")
+        import mlflow
+
+        mlflow.set_tracking_uri(args["tracking_uri"])  # for runs:/ and models:/ URIs
+        model, _ = load_checkpoint(tcfg.init_checkpoint)
+        return model, None
+    torch.manual_seed(args["cfg"]["seed"])  # same initial weights on every rank
+    return build_model(section_from_dict(ModelConfig, args["cfg"]["model"])), None
+
+
+# ---------------------------------------------------------------- the worker loop
+
+
+class MetricLog:
+    """Rank-0 MLflow logging: every step's metrics, flushed in batches (one request each)."""
+
+    def __init__(self, tracking_uri: str, run_id: str, flush_every: int = 20):
+        from mlflow.tracking import MlflowClient
+
+        self.client, self.run_id, self.flush_every = MlflowClient(tracking_uri), run_id, flush_every
+        self.pending: list[tuple[int, dict]] = []
+
+    def add(self, step: int, values: dict) -> None:
+        self.pending.append((step, values))
+        if len(self.pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, step)
+            for step, values in self.pending
+            for key, value in values.items()
+        ]
+        for i in range(0, len(metrics), 1000):  # MLflow's batch limit
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+        self.pending = []
+
+
+def _maybe_inject_fault(step: int, tcfg: TrainConfig, rank: int, experiment_dir: str) -> None:
+    """Fault injection for tests: rank 0 raises once at ``train.fail_at_step``."""
+    if step != tcfg.fail_at_step or rank != 0:
+        return
+    import fsspec
+
+    marker = f"{experiment_dir}/fault_injected_at_step_{step}"
+    fs, path = fsspec.core.url_to_fs(marker)
+    if fs.exists(path):
+        return
+    fs.makedirs(os.path.dirname(path), exist_ok=True)
+    fs.pipe_file(path, b"1")
+    raise RuntimeError(f"injected fault at step {step} (train.fail_at_step)")
+
+
+def train_loop_per_worker(args: dict) -> None:
+    """One DDP rank (Ray Train worker). ``args``: see ``run_training``."""
+    import ray.train
+    import ray.train.torch
+
+    tcfg = section_from_dict(TrainConfig, args["cfg"]["train"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    total_steps = tcfg.epochs * tcfg.steps_per_epoch
+    model, state = _initial_model(args, tcfg)
+    stepper = Stepper(model, tcfg, device, total_steps)  # stage 2: freezes the backbone
+    if state is not None:
+        stepper.load_state_dict(state)
+    step = int(state["step"]) if state else 0
+    resumes = list(state["resumes"]) + [step] if state else []
+    # DDP over the trainable parameters. Buffers are not broadcast: nothing trains them, and
+    # rank 0 refreshes the entropy models' CDF tables when it saves a checkpoint.
+    stepper.net = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"forward_sync_buffers": False}
+    )
+    torch.manual_seed(derive_seed(args["cfg"]["seed"], "noise", rank, step))
+    spec = LoaderSpec(
+        urls=args["urls"], batch_size=tcfg.batch_size, crop_size=tcfg.crop_size,
+        seed=args["cfg"]["seed"], rank=rank, world_size=world,
+        num_workers=tcfg.loader_workers, with_mask=tcfg.stage == 2,
+    )  # fmt: skip
+    mlog = MetricLog(args["tracking_uri"], args["mlflow_run_id"]) if rank == 0 else None
+    skips = SkipTally()
+    start_step, latest = step, {}
+    while step < total_steps:
+        epoch, offset = divmod(step, tcfg.steps_per_epoch)
+        tag = f"{epoch}" if offset == 0 else f"{epoch}@{step}"
+        loader = make_loader(spec, tcfg.steps_per_epoch - offset, tag)
+        tick = time.perf_counter()
+        for batch in loader:
+            _maybe_inject_fault(step + 1, tcfg, rank, args["experiment_dir"])
+            losses = stepper.step(batch)
+            step += 1
+            now = time.perf_counter()
+            latest = {METRIC_KEYS[k]: v for k, v in losses.items() if k in METRIC_KEYS}
+            latest["train.lr"] = stepper.scheduler.get_last_lr()[0]
+            latest["train.images_per_s"] = world * tcfg.batch_size / max(now - tick, 1e-9)
+            latest["train.skipped_samples"] = skips.observe(batch)
+            tick = now
+            if mlog is not None:
+                mlog.add(step, latest)
+            if step % tcfg.checkpoint_every == 0 or step == total_steps:
+                progress = {"step": step, "epoch": epoch, "resumes": resumes}
+                _report(step, start_step, latest, stepper, args, progress, rank, mlog)
+        skips.end_epoch()
+    if step == start_step:  # relaunch of a finished run: nothing left to train
+        ray.train.report({"step": step, "start_step": start_step, "resumes": len(resumes)})
+
+
+def _report(step, start_step, latest, stepper, args, progress, rank, mlog) -> None:
+    """All ranks call ``ray.train.report`` (a barrier); rank 0 attaches the checkpoint."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    if mlog is not None:
+        mlog.flush()
+    metrics = {k: float(v) for k, v in latest.items()}
+    metrics.update(step=step, start_step=start_step, resumes=len(progress["resumes"]))
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="textboost-ckpt-") as d:
+        write_checkpoint(d, stepper, args, progress)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def git_commit() -> str:
+    """The commit of this source tree, or "unknown" (no git / no commit yet)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def manifest_sha256(shards_url: str) -> str:
+    """sha256 of the shard folder's ``manifest.json`` bytes (lineage: run -> shards)."""
+    import fsspec
+
+    from pipeline.shards import read_manifest
+
+    read_manifest(shards_url)  # validates (raises ShardError with what to do)
+    with fsspec.open(f"{shards_url.rstrip('/')}/manifest.json", "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def storage_root(tcfg: TrainConfig) -> str:
+    """Ray's storage path: local paths made absolute, URLs (s3://, gs://, ...) kept."""
+    path = tcfg.storage_path
+    return path if "://" in path else os.path.abspath(path)
+
+
+def unique_run_name(stage: int) -> str:
+    return f"stage{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def open_mlflow_run(cfg: TextBoostConfig, run_name: str, tags: dict) -> str:
+    """Create the MLflow run, or reopen the one of an earlier launch with this run name."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.mlflow.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment)
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.`{TAG}ray_run_name` = '{run_name}'", max_results=1
+    )
+    params = {k: str(v)[:6000] for k, v in flatten(to_dict(cfg)).items()}
+    if found:
+        run = found[0]
+        client.update_run(run.info.run_id, status="RUNNING")
+        known = run.data.params
+        changed = {f"{TAG}relaunch.{k}": v for k, v in params.items() if k in known and known[k] != v}
+        params = {k: v for k, v in params.items() if k not in known}
+        tags = {**tags, **changed}
+    else:
+        run = client.create_run(exp_id, run_name=run_name, tags={f"{TAG}ray_run_name": run_name})
+    from mlflow.entities import Param, RunTag
+
+    run_id = run.info.run_id
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    return run_id
+
+
+def _checkpoint_url(checkpoint, root: str) -> str:
+    """URL of the final ``model.pt`` in the run's storage."""
+    path = checkpoint.path.rstrip("/") + "/" + MODEL_FILE
+    if "://" in root and "://" not in path:
+        return f"{root.split('://', 1)[0]}://{path.lstrip('/')}"
+    return path
+
+
+def run_training(cfg: TextBoostConfig) -> dict:
+    """Run one training stage on Ray Train; returns ``{"checkpoint", "run_id", ...}``."""
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    tcfg = cfg.train
+    if tcfg.stage == 2 and not tcfg.init_checkpoint:
+        raise ConfigError("train.stage=2 needs train.init_checkpoint (a stage-1 checkpoint)")
+    if tcfg.checkpoint_every < 1 or tcfg.steps_per_epoch < 1 or tcfg.epochs < 1:
+        raise ConfigError("train.checkpoint_every, steps_per_epoch and epochs must be >= 1")
+    run_name, root = tcfg.run_name or unique_run_name(tcfg.stage), storage_root(tcfg)
+    urls = shard_list(tcfg.shards, "train")
+    tags = {
+        f"{TAG}manifest_sha256": manifest_sha256(tcfg.shards),
+        f"{TAG}config_hash": config_hash(cfg),
+        f"{TAG}git_commit": git_commit(),
+        "mlflow.source.git.commit": git_commit(),
+        f"{TAG}stage": tcfg.stage,
+        f"{TAG}storage": f"{root}/{run_name}",
+    }
+    run_id = open_mlflow_run(cfg, run_name, tags)
+    args = {
+        "cfg": to_dict(cfg), "urls": urls, "run_name": run_name, "mlflow_run_id": run_id,
+        "tracking_uri": cfg.mlflow.tracking_uri, "experiment_dir": f"{root}/{run_name}",
+        "manifest_sha": tags[f"{TAG}manifest_sha256"],
+    }  # fmt: skip
+    if not ray.is_initialized():
+        address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
+        ray.init(address=address, num_cpus=None if address else (cfg.ray.num_cpus or None))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=args,
+        torch_config=TorchConfig(backend="nccl" if tcfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=root,
+            failure_config=FailureConfig(max_failures=tcfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=tcfg.keep_checkpoints),
+        ),
+    )
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    try:
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise CheckpointError(f"run {run_name} finished without a checkpoint")
+        with result.checkpoint.as_directory() as d:
+            client.log_artifact(run_id, os.path.join(d, MODEL_FILE), artifact_path="checkpoint")
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    out = {
+        "checkpoint": _checkpoint_url(result.checkpoint, root),
+        "run_id": run_id,
+        "run_name": run_name,
+        "artifact_uri": f"runs:/{run_id}/checkpoint/{MODEL_FILE}",
+        "metrics": dict(result.metrics or {}),
+    }
+    return out

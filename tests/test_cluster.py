@@ -1,0 +1,221 @@
+"""A real two-node Ray cluster and a real MLflow tracking server on this machine.
+
+Starts ``ray start --head`` (dashboard on, for the Jobs API) and a second ``ray start
+--address=...`` node, one CPU each, plus ``mlflow server`` with a sqlite store on 127.0.0.1;
+submits the shard build and a tiny two-rank training through ``JobSubmissionClient`` and
+checks the shards, the checkpoint and the runs the server received.
+
+Teardown never runs ``ray stop``: it stops *every* Ray instance on the machine, including
+other tests' embedded Ray. Both nodes run ``ray start --block`` as children of this process
+(each in its own session): SIGTERM makes them shut their own processes down, and Ray's
+kernel fate-sharing takes raylet workers along. A last sweep kills only processes that carry
+this cluster's private token in their environment (every Ray process inherits it). All
+ports are picked free, so this cluster never collides with another one on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(420)]
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TOKEN_VAR = "TEXTBOOST_TEST_CLUSTER"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 2.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read()
+
+
+def wait_until(what: str, check, procs: list[subprocess.Popen], logs: list[Path], limit: float):
+    """Poll ``check()`` until truthy; fail early (with the logs) if a child process died."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, ValueError):
+            pass
+        for proc, log in zip(procs, logs):
+            if proc.poll() is not None:
+                pytest.fail(f"{what}: {proc.args[:3]} exited {proc.returncode}\n{log.read_text()}")
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in logs)
+    pytest.fail(f"{what}: not ready after {limit:.0f} s\n{tails}")
+
+
+def _spawn(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: signals never reach pytest
+    )
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM the process group we created, then SIGKILL what is left."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
+
+
+def _kill_tagged(token: str) -> list[int]:
+    """Kill the processes whose environment carries our token (and only those)."""
+    killed = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(TOKEN_VAR) == token:
+                proc.kill()
+                killed.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return killed
+
+
+@dataclass
+class Services:
+    dashboard: str  # http://127.0.0.1:<port>: Ray dashboard / Jobs API
+    mlflow: str  # http://127.0.0.1:<port>: MLflow tracking server
+    artifacts: Path  # the server's --artifacts-destination
+    root: Path  # scratch folder shared by both "nodes" (same machine)
+
+
+def _ray_node_args(temp_dir: Path) -> list[str]:
+    return [
+        "--num-cpus=1",
+        "--num-gpus=0",
+        "--block",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        "--object-store-memory=150000000",
+        "--min-worker-port=0",  # random worker ports: no clash with other Ray instances
+        "--max-worker-port=0",
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]
+
+
+def _alive_nodes(dashboard: str) -> int:
+    data = json.loads(_get(f"{dashboard}/api/v0/nodes?limit=100"))
+    return sum(1 for n in data["data"]["result"]["result"] if n["state"] == "ALIVE")
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    root = tmp_path_factory.mktemp("cluster")
+    # Ray's unix sockets live under --temp-dir: keep it short (socket paths <= 107 bytes).
+    token = uuid.uuid4().hex[:10]
+    temp_dir = Path("/tmp") / f"tbray-{token}"
+    env = {
+        **os.environ,
+        TOKEN_VAR: token,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "TQDM_DISABLE": "1",
+    }
+    env.pop("RAY_ADDRESS", None)
+    mlflow_port, gcs_port, dash_port = free_port(), free_port(), free_port()
+    artifacts = root / "mlflow-artifacts"
+    procs: list[subprocess.Popen] = []
+    logs = [root / "mlflow.log", root / "ray-head.log", root / "ray-worker.log"]
+    try:
+        procs.append(_spawn(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+             "--port", str(mlflow_port), "--workers", "1"],
+            logs[0], env,
+        ))  # fmt: skip
+        procs.append(_spawn(
+            [str(BIN / "ray"), "start", "--head", f"--port={gcs_port}",
+             "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={dash_port}", f"--ray-client-server-port={free_port()}",
+             *_ray_node_args(temp_dir)],
+            logs[1], env,
+        ))  # fmt: skip
+        dashboard = f"http://127.0.0.1:{dash_port}"
+        wait_until("ray head", lambda: _get(f"{dashboard}/api/version"), procs, logs, 120)
+        procs.append(_spawn(
+            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}",
+             *_ray_node_args(temp_dir)],
+            logs[2], env,
+        ))  # fmt: skip
+        wait_until("two nodes", lambda: _alive_nodes(dashboard) == 2, procs, logs, 120)
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        wait_until("mlflow server", lambda: _get(f"{mlflow_url}/health"), procs, logs, 120)
+        yield Services(dashboard, mlflow_url, artifacts, root)
+    finally:
+        for proc in reversed(procs):  # worker node, head node, mlflow
+            _stop(proc)
+        _kill_tagged(token)
+
+
+def run_job(services: Services, entrypoint: str, limit: float = 240) -> str:
+    """Submit through the Ray Jobs API, wait, and return the logs (fail with them)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(services.dashboard)
+    job_id = client.submit_job(
+        entrypoint=entrypoint,
+        runtime_env={"env_vars": {"TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}},
+    )
+    deadline = time.monotonic() + limit
+    status = client.get_job_status(job_id)
+    while not status.is_terminal() and time.monotonic() < deadline:
+        time.sleep(1)
+        status = client.get_job_status(job_id)
+    logs = client.get_job_logs(job_id)
+    if not status.is_terminal():
+        client.stop_job(job_id)
+    assert status == JobStatus.SUCCEEDED, f"{entrypoint}: {status}\n{logs[-6000:]}"
+    return logs
+
+
+def test_jobs_see_both_nodes(services: Services) -> None:
+    script = (
+        "import ray, socket; ray.init(); "
+        "nodes = [n for n in ray.nodes() if n['Alive']]; "
+        "print('NODES', len(nodes), 'CPUS', int(ray.cluster_resources()['CPU']))"
+    )
+    logs = run_job(services, f'{sys.executable} -c "{script}"', limit=120)
+    assert "NODES 2 CPUS 2" in logs

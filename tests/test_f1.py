@@ -1,0 +1,124 @@
+"""ICDAR 2015 protocol on hand-made cases with known answers (textboost.f1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from textboost.f1 import (
+    SpottingCounts,
+    evaluate_set,
+    match_image,
+    transcriptions_match,
+)
+from textboost.words import Word
+
+
+def box(x0: float, y0: float, x1: float, y1: float, text: str = "w", legible: bool = True) -> Word:
+    return Word(((x0, y0), (x1, y0), (x1, y1), (x0, y1)), text, legible)
+
+
+def test_perfect_match_gives_one():
+    gt = [box(0, 0, 10, 10, "Hello"), box(20, 0, 30, 10, "world")]
+    det = [box(0, 0, 10, 10, "hello"), box(20, 0, 30, 10, "World")]
+    c = match_image(gt, det)
+    assert c == SpottingCounts(n_gt=2, n_det=2, det_tp=2, e2e_tp=2)
+    s = c.scores()
+    assert s["det_f1"] == s["e2e_f1"] == 1.0
+
+
+def test_iou_threshold_is_strict_half():
+    gt = [box(0, 0, 10, 10)]
+    # det covers x in [0, 15]: inter 100, union 150 -> IoU 0.667 (match)
+    assert match_image(gt, [box(0, 0, 15, 10)]).det_tp == 1
+    # det [5, 15]: inter 50, union 150 -> IoU 0.333 (no match)
+    assert match_image(gt, [box(5, 0, 15, 10)]).det_tp == 0
+    # det [0, 20]: inter 100, union 200 -> IoU exactly 0.5, not > 0.5
+    assert match_image(gt, [box(0, 0, 20, 10)]).det_tp == 0
+
+
+def test_wrong_transcription_counts_for_det_not_e2e():
+    c = match_image([box(0, 0, 10, 10, "STOP")], [box(0, 0, 10, 10, "ST0P")])
+    assert (c.det_tp, c.e2e_tp) == (1, 0)
+    s = c.scores()
+    assert s["det_f1"] == 1.0 and s["e2e_f1"] == 0.0
+
+
+def test_one_to_one_matching_duplicates_are_false_positives():
+    gt = [box(0, 0, 10, 10, "a")]
+    det = [box(0, 0, 10, 10, "a"), box(0, 0, 10, 11, "a")]
+    c = match_image(gt, det)
+    assert c == SpottingCounts(n_gt=1, n_det=2, det_tp=1, e2e_tp=1)
+    s = c.scores()
+    assert s["det_precision"] == 0.5 and s["det_recall"] == 1.0
+    assert s["det_f1"] == pytest.approx(2 / 3)
+
+
+def test_greedy_order_is_ground_truth_then_detection_index():
+    # det 0 overlaps both gts above threshold; gt 0 takes it first, gt 1 then takes det 1.
+    gt = [box(0, 0, 10, 10, "a"), box(1, 0, 11, 10, "b")]
+    det = [box(0.5, 0, 10.5, 10, "b"), box(1, 0, 11, 10, "b")]
+    c = match_image(gt, det)
+    assert (c.det_tp, c.e2e_tp) == (2, 1)  # gt0 "a" got det0 "b": DET hit, E2E miss
+
+
+def test_dont_care_excluded_and_detections_inside_dropped():
+    gt = [box(0, 0, 10, 10, "ok"), box(50, 50, 100, 70, "###", legible=False)]
+    det = [
+        box(0, 0, 10, 10, "ok"),
+        box(55, 52, 80, 68, "blah"),  # fully inside the don't-care region: dropped
+        box(90, 50, 130, 70, "zz"),  # 10/40 of its area inside: kept, a false positive
+    ]
+    c = match_image(gt, det)
+    assert c == SpottingCounts(n_gt=1, n_det=2, det_tp=1, e2e_tp=1)
+
+
+def test_illegible_flag_is_dont_care_even_without_hash_text():
+    gt = [box(0, 0, 10, 10, ".", legible=False)]
+    c = match_image(gt, [box(0, 0, 10, 10, "x")])
+    assert c == SpottingCounts(n_gt=0, n_det=0)
+
+
+def test_rotated_and_degenerate_polygons():
+    diamond = Word(((5, 0), (10, 5), (5, 10), (0, 5)), "x")
+    assert match_image([diamond], [diamond]).det_tp == 1
+    line = Word(((0, 0), (10, 0), (20, 0), (5, 0)), "x")  # no area: ignored on both sides
+    assert match_image([line], [line]) == SpottingCounts()
+    bowtie = Word(((0, 0), (10, 10), (10, 0), (0, 10)), "x")  # self-intersecting: repaired
+    c = match_image([bowtie], [box(0, 0, 10, 10, "x")])
+    assert c.n_gt == 1 and c.n_det == 1 and c.det_tp == 0  # half the square: IoU 0.5
+
+
+@pytest.mark.parametrize(
+    "gt,det,ok",
+    [
+        ("Hello", "hello", True),
+        ("Hello,", "hello", True),
+        ("hello", "(Hello)", True),
+        ("\"Don't\"", "don't", True),
+        ("don't", "dont", False),
+        ("café", "CAFÉ", True),
+        ("12.5", "125", False),
+        ("...", "...", True),
+        ("a-b", "ab", False),
+    ],
+)
+def test_transcription_match(gt: str, det: str, ok: bool):
+    assert transcriptions_match(gt, det) is ok
+
+
+def test_global_scores_accumulate_counts_not_per_image_means():
+    img1 = ([box(0, 0, 10, 10, "a")], [box(0, 0, 10, 10, "a")])  # 1/1
+    img2 = (
+        [box(0, 0, 10, 10, str(i)) for i in range(1)] + [box(20 * i, 20, 20 * i + 10, 30) for i in range(9)],
+        [],
+    )  # 0 of 10
+    res = evaluate_set([img1, img2])
+    assert res["n_gt"] == 11 and res["n_det"] == 1 and res["det_tp"] == 1
+    assert res["det_precision"] == 1.0
+    assert res["det_recall"] == pytest.approx(1 / 11)
+    assert res["det_f1"] == pytest.approx(2 * (1 / 11) / (1 + 1 / 11))
+
+
+def test_empty_set_scores_zero():
+    res = evaluate_set([([], [])])
+    assert res["det_f1"] == 0.0 and res["e2e_f1"] == 0.0

@@ -1,0 +1,111 @@
+"""Training objectives (paper 4.3, Eqs. 6-8), read from the model's output dict.
+
+Images are in [0, 1]; following compressai, the distortion term is ``λ·255²·MSE`` so that
+``λ`` has the usual compressai scale (e.g. 0.0018 for the lowest ELIC rate points).
+
+* Stage 1 (Eq. 7): ``L = bpp + λ·255²·MSE(x, x̂)``. The entropy bottleneck's auxiliary loss
+  (``model.aux_loss()``) is returned by ``aux_loss`` and stepped with its own optimizer.
+* Stage 2 (Eq. 8): ``L = bpp̄ + λ·255²·(MSE(x, x̂) + α·L_gc)``, ``L_gc = MSE(m⊙x, m⊙x̂)``
+  (Eq. 6), with ``bpp̄`` detached (constant: the rate is frozen) and α = 10 (paper 5.1.4).
+
+Every loss returns a dict: ``loss``, ``bpp_loss``, ``mse_loss``, ``gc_loss``, ``psnr``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _flat_likelihoods(likelihoods: dict) -> list[Tensor]:
+    out: list[Tensor] = []
+    for value in likelihoods.values():
+        out.extend(_flat_likelihoods(value) if isinstance(value, dict) else [value])
+    return out
+
+
+def bpp_from_likelihoods(likelihoods: dict, num_pixels: int) -> Tensor:
+    """Estimated bits per pixel: ``sum(-log2 p) / num_pixels`` over every latent."""
+    total = sum(torch.log(lk).sum() for lk in _flat_likelihoods(likelihoods))
+    return total / (-math.log(2) * num_pixels)
+
+
+def psnr_from_mse(mse: Tensor) -> Tensor:
+    """PSNR in dB for images in [0, 1] (inf for identical images)."""
+    return -10 * torch.log10(mse)
+
+
+def guidance_consistent_loss(x_hat: Tensor, target: Tensor, text_mask: Tensor) -> Tensor:
+    """``L_gc = MSE(m ⊙ x, m ⊙ x̂)`` (Eq. 6); ``text_mask`` is Bx1xHxW in {0, 1}."""
+    return F.mse_loss(text_mask * x_hat, text_mask * target)
+
+
+class RateDistortionLoss(nn.Module):
+    """Stage 1 (paper Eq. 7): ``bpp + λ·255²·MSE``; ``gc_loss`` is reported, not optimised."""
+
+    def __init__(self, lmbda: float = 0.0018):
+        super().__init__()
+        self.lmbda = lmbda
+
+    def forward(self, output: dict, target: Tensor, text_mask: Tensor | None = None) -> dict:
+        n, _, h, w = target.shape
+        bpp = bpp_from_likelihoods(output["likelihoods"], n * h * w)  # over original pixels
+        mse = F.mse_loss(output["x_hat"], target)
+        return {
+            "loss": bpp + self.lmbda * 255**2 * mse,
+            "bpp_loss": bpp,
+            "mse_loss": mse,
+            "gc_loss": _report_gc(output, target, text_mask),
+            "psnr": _psnr(output, target),
+        }
+
+
+class GuidanceConsistentLoss(nn.Module):
+    """Stage 2 (paper Eq. 8): ``bpp̄ + λ·255²·(MSE + α·L_gc)`` with the rate held constant."""
+
+    def __init__(self, lmbda: float = 0.0018, alpha: float = 10.0):
+        super().__init__()
+        self.lmbda = lmbda
+        self.alpha = alpha
+
+    def forward(self, output: dict, target: Tensor, text_mask: Tensor) -> dict:
+        n, _, h, w = target.shape
+        bpp = bpp_from_likelihoods(output["likelihoods"], n * h * w).detach()  # bpp̄
+        mse = F.mse_loss(output["x_hat"], target)
+        gc = guidance_consistent_loss(output["x_hat"], target, text_mask.to(target.dtype))
+        return {
+            "loss": bpp + self.lmbda * 255**2 * (mse + self.alpha * gc),
+            "bpp_loss": bpp,
+            "mse_loss": mse,
+            "gc_loss": gc,
+            "psnr": _psnr(output, target),
+        }
+
+
+def aux_loss(model: nn.Module) -> Tensor:
+    """compressai auxiliary loss of the entropy bottleneck(s) (stage 1 only)."""
+    return model.aux_loss()
+
+
+def build_loss(stage: int, lmbda: float, alpha: float = 10.0) -> nn.Module:
+    """The objective of ``stage`` (1: Eq. 7, 2: Eq. 8)."""
+    if stage == 1:
+        return RateDistortionLoss(lmbda)
+    if stage == 2:
+        return GuidanceConsistentLoss(lmbda, alpha)
+    raise ValueError(f"stage must be 1 or 2, got {stage}")
+
+
+def _psnr(output: dict, target: Tensor) -> Tensor:
+    with torch.no_grad():
+        return psnr_from_mse(F.mse_loss(output["x_hat"].clamp(0, 1), target))
+
+
+def _report_gc(output: dict, target: Tensor, text_mask: Tensor | None) -> Tensor:
+    if text_mask is None:
+        return target.new_zeros(())
+    with torch.no_grad():
+        return guidance_consistent_loss(output["x_hat"], target, text_mask.to(target.dtype))

@@ -1,0 +1,559 @@
+"""Synthetic scene-text images with TextOCR / ICDAR 2015 annotations.
+
+Stand-in for the paper's datasets (5.1.1) when no real scene-text set is reachable: natural-
+looking backgrounds (procedural textures, or crops of real photos), words from the built-in
+vocabulary (``textboost.vocab``) in every system font plus Pillow's built-in font, cap heights
+from about 6 to 80 px, rotations up to +-90 degrees, mild shear/perspective, blur, noise and
+JPEG artefacts, and some illegible words. Large words are readable by an OCR engine, small
+ones mostly are not: the regime TextBoost targets (paper 1, 4.1).
+
+Image ``i`` of seed ``s`` depends only on ``(s, i)`` (its own ``numpy`` generator), the fonts
+found and the Pillow build: the same bytes whatever the number of images or workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from textboost.errors import ConfigError, ImageError
+from textboost.vocab import cap_ratio, find_fonts, font, random_word
+from textboost.words import Word
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SynthStyle:
+    """Distribution of the rendered words; defaults mimic TextOCR (many small words)."""
+
+    cap_min: float = 6.0  # cap height in pixels, log-uniform in [cap_min, cap_max]
+    cap_max: float = 80.0
+    max_angle: float = 90.0  # most words near horizontal, a few up to +-max_angle
+    illegible_prob: float = 0.1  # heavily blurred or low-contrast words, annotated illegible
+    distort: bool = True  # shear, perspective, blur, noise, JPEG round trip
+    plate_prob: float = 0.3  # word on a sign plate
+    stroke_prob: float = 0.15  # outlined letters
+
+
+@dataclass(frozen=True)
+class SynthWord:
+    """A placed word plus what it was rendered with (for histograms and readability checks)."""
+
+    word: Word
+    cap_height: float
+    angle: float
+    font: str
+
+
+# --------------------------------------------------------------------------- backgrounds
+
+
+def list_backgrounds(folder: str | Path) -> list[Path]:
+    """Sorted readable image files under ``folder`` (recursive); raises if there are none."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImageError(f"backgrounds folder {root} does not exist; pass a folder of photos")
+    paths = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        try:
+            with Image.open(path) as im:
+                if min(im.size) >= 16:
+                    paths.append(path)
+        except OSError:
+            continue  # not an image: skipped
+    if not paths:
+        raise ImageError(
+            f"backgrounds folder {root} holds no readable image ({', '.join(IMAGE_SUFFIXES)}); "
+            "add photos or leave --backgrounds out for procedural backgrounds"
+        )
+    return paths
+
+
+def _smooth_field(rng: np.random.Generator, w: int, h: int, cells: int, ch: int) -> np.ndarray:
+    """Low-frequency random field in [0, 1], HxWxch, by bicubic upsampling of a small grid."""
+    grid = (rng.random((cells, cells, ch)) * 255).astype(np.uint8)
+    mode = "RGB" if ch == 3 else "L"
+    up = Image.fromarray(grid.squeeze(), mode).resize((w, h), Image.Resampling.BICUBIC)
+    return np.asarray(up, dtype=np.float32).reshape(h, w, ch) / 255.0
+
+
+def _random_fill(rng: np.random.Generator, alpha: tuple[int, int] = (60, 256)) -> tuple:
+    return (*(int(v) for v in rng.integers(0, 256, 3)), int(rng.integers(*alpha)))
+
+
+def _draw_shapes(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int) -> None:
+    """Rectangles, ellipses, polygons and lines from tiny to image-sized (log-uniform)."""
+    for _ in range(int(rng.integers(8, 40))):
+        size = np.exp(rng.uniform(math.log(0.02), 0.0, 2)) * (w, h)
+        cx, cy = rng.uniform(0, 1, 2) * (w, h)
+        box = (cx - size[0] / 2, cy - size[1] / 2, cx + size[0] / 2, cy + size[1] / 2)
+        kind, fill = rng.random(), _random_fill(rng)
+        if kind < 0.4:
+            draw.rectangle(box, fill=fill)
+        elif kind < 0.6:
+            draw.ellipse(box, fill=fill)
+        elif kind < 0.8:
+            pts = rng.uniform(-0.5, 0.5, (int(rng.integers(3, 7)), 2)) * size + (cx, cy)
+            draw.polygon([tuple(p) for p in pts], fill=fill)
+        else:
+            draw.line(box, fill=fill, width=int(rng.integers(1, 10)))
+
+
+def _draw_facade(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int) -> None:
+    """A grid of windows or tiles: the regular clutter of street scenes."""
+    x0, y0 = rng.uniform(0, 0.6, 2) * (w, h)
+    x1, y1 = (x0, y0) + rng.uniform(0.2, 0.8, 2) * (w, h)
+    rows, cols = int(rng.integers(2, 12)), int(rng.integers(2, 12))
+    cw, ch = (x1 - x0) / cols, (y1 - y0) / rows
+    fill = _random_fill(rng, (120, 256))
+    fill_ratio = rng.uniform(0.4, 0.85)
+    for r in range(rows):
+        for c in range(cols):
+            jitter = tuple(int(v) for v in rng.integers(-25, 26, 3))
+            f = tuple(int(np.clip(a + b, 0, 255)) for a, b in zip(fill[:3], jitter))
+            bx, by = x0 + c * cw, y0 + r * ch
+            draw.rectangle((bx, by, bx + cw * fill_ratio, by + ch * fill_ratio), fill=(*f, fill[3]))
+
+
+def _procedural_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """Gradient + multi-scale colour noise + shapes, facades, foliage-like texture + blur."""
+    sw, sh = max(16, w // 8), max(16, h // 8)  # smooth layers are built small, upsampled once
+    c0, c1 = rng.uniform(0, 255, (2, 3)).astype(np.float32)
+    theta = rng.uniform(0, 2 * math.pi)
+    ramp = np.cos(theta) * np.arange(sw)[None, :] + np.sin(theta) * np.arange(sh)[:, None]
+    ramp = ((ramp - ramp.min()) / max(np.ptp(ramp), 1.0)).astype(np.float32)
+    small = c0 + ramp[..., None] * (c1 - c0)
+    for cells, amp in ((3, 70.0), (8, 40.0), (24, 18.0)):
+        small += (_smooth_field(rng, sw, sh, cells, 3) - 0.5) * amp * rng.uniform(0.3, 1.0)
+    small = np.clip(small, 0, 255).astype(np.uint8)
+    canvas = Image.fromarray(small, "RGB").resize((w, h), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    _draw_shapes(draw, rng, w, h)
+    for _ in range(int(rng.integers(0, 3))):
+        _draw_facade(draw, rng, w, h)
+    radius = float(rng.uniform(0.0, 2.5))  # depth of field
+    if radius > 0.5:
+        canvas = canvas.filter(ImageFilter.BoxBlur(radius))
+    out = np.asarray(canvas, dtype=np.float32)
+    if rng.random() < 0.5:  # foliage / gravel: fine texture under a smooth mask
+        texture = _smooth_field(rng, w, h, max(8, w // 6), 1) - 0.5
+        out += texture * rng.uniform(30, 90) * (_smooth_field(rng, w, h, 4, 1) > 0.5)
+    return out
+
+
+def _photo_background(rng: np.random.Generator, path: Path, w: int, h: int) -> np.ndarray:
+    """A random crop of a real photo with the target aspect, resized to ``w x h``."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (w, h))
+            photo = im.convert("RGB")
+    except OSError as exc:
+        raise ImageError(f"background {path} cannot be decoded ({exc}); remove it") from None
+    pw, ph = photo.size
+    scale = min(pw / w, ph / h) * rng.uniform(0.5, 1.0)
+    cw, chh = w * scale, h * scale
+    x0, y0 = rng.uniform(0, pw - cw), rng.uniform(0, ph - chh)
+    crop = photo.resize((w, h), Image.Resampling.BILINEAR, box=(x0, y0, x0 + cw, y0 + chh))
+    return np.asarray(crop, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- words
+
+
+def _colour(rng: np.random.Generator, luma: float) -> np.ndarray:
+    """A random colour whose luminance is close to ``luma``."""
+    c = rng.uniform(0, 255, 3).astype(np.float32)
+    c = c.mean() + rng.uniform(0.0, 1.0) * (c - c.mean())
+    return np.clip(c + (luma - float(c @ LUMA)), 0, 255)
+
+
+def _contrasting(rng: np.random.Generator, bg_luma: float, lo: float, hi: float) -> np.ndarray:
+    """A colour whose luminance differs from ``bg_luma`` by about ``U(lo, hi)``."""
+    delta = rng.uniform(lo, hi)
+    up_room, down_room = 255.0 - bg_luma, bg_luma
+    go_up = up_room > down_room if rng.random() < 0.85 else up_room <= down_room
+    if (go_up and up_room < lo) or (not go_up and down_room < lo):
+        go_up = not go_up
+    return _colour(rng, bg_luma + delta if go_up else bg_luma - delta)
+
+
+def _homography(rng: np.random.Generator, style: SynthStyle, box_w: float) -> tuple:
+    """Word -> image matrix about the word centre: rotation . shear . perspective; and angle."""
+    r = rng.random()  # mostly horizontal, some slanted, a few up to vertical (as in TextOCR)
+    spread = 3.0 if r < 0.6 else 30.0 if r < 0.85 else 90.0
+    spread = min(spread, style.max_angle)
+    angle = float(rng.uniform(-spread, spread))
+    a = math.radians(angle)
+    rot = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    shear, persp = np.eye(3), np.eye(3)
+    if style.distort:
+        shear[0, 1] = rng.uniform(-0.25, 0.25) if rng.random() < 0.3 else 0.0
+        if rng.random() < 0.3:
+            persp[2, :2] = rng.uniform(-0.15, 0.15, 2) / max(box_w, 1.0)
+    return rot @ shear @ persp, angle
+
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    q = np.c_[pts, np.ones(len(pts))] @ m.T
+    return q[:, :2] / q[:, 2:3]
+
+
+def _word_layers(text: str, font, cap: float, rng, style: SynthStyle) -> tuple:
+    """Horizontal masks (plate, stroke, text) as uint8 arrays, the text box and footprint."""
+    stroke = max(1, round(cap * 0.08)) if rng.random() < style.stroke_prob else 0
+    left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
+    pad = max(1.0, 0.12 * cap)
+    plate = rng.random() < style.plate_prob
+    margin = pad + (rng.uniform(0.3, 0.8) * cap if plate else 0.0) + 2
+    w, h = int(math.ceil(right - left + 2 * margin)), int(math.ceil(bottom - top + 2 * margin))
+    origin = (margin - left, margin - top)
+    box = np.array([[margin - pad, margin - pad], [w - margin + pad, margin - pad]])
+    box = np.vstack([box, [[w - margin + pad, h - margin + pad], [margin - pad, h - margin + pad]]])
+    masks = []
+    if plate:
+        im = Image.new("L", (w, h))
+        ImageDraw.Draw(im).rounded_rectangle((1, 1, w - 2, h - 2), radius=cap * 0.2, fill=255)
+        masks.append(("plate", im))
+    if stroke:
+        im = Image.new("L", (w, h))
+        ImageDraw.Draw(im).text(origin, text, font=font, fill=255, stroke_width=stroke)
+        masks.append(("stroke", im))
+    im = Image.new("L", (w, h))
+    ImageDraw.Draw(im).text(origin, text, font=font, fill=255)
+    masks.append(("text", im))
+    gap = np.array([0.5 * cap, 0.3 * cap])  # keep words apart: OCR engines merge close words
+    foot = box + np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * gap
+    if plate:
+        foot = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=float)
+    return masks, box, foot, (w, h)
+
+
+def _warp(mask: Image.Image, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    inv = np.linalg.inv(m)
+    coeffs = (inv / inv[2, 2]).ravel()[:8]
+    out = mask.transform(size, Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC)
+    return np.asarray(out, dtype=np.float32) / 255.0
+
+
+def _place_word(img: np.ndarray, rng, fonts, style: SynthStyle, placed: list) -> SynthWord | None:
+    """Render one word and composite it where it overlaps no placed word; None if no room."""
+    from shapely.geometry import Polygon
+
+    h_img, w_img = img.shape[:2]
+    text = random_word(rng)
+    spec = fonts[int(rng.integers(0, len(fonts)))]
+    cap_hi = max(style.cap_min, min(style.cap_max, min(h_img, w_img) / 4))
+    cap = float(np.exp(rng.uniform(math.log(style.cap_min), math.log(cap_hi))))
+    illegible = rng.random() < style.illegible_prob
+    for _ in range(3):  # shrink when the word does not fit
+        face = font(spec, max(4, round(cap / cap_ratio(spec))))
+        masks, box, foot, (pw, ph) = _word_layers(text, face, cap, rng, style)
+        centre = np.array([pw / 2, ph / 2])
+        m, angle = _homography(rng, style, box[1, 0] - box[0, 0])
+        corners = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], dtype=float)
+        ext = _apply(m, corners - centre)
+        lo, hi = ext.min(0), ext.max(0)
+        if (hi - lo < [w_img - 4, h_img - 4]).all():
+            break
+        cap *= 0.6
+    else:
+        return None
+    for _ in range(20):  # rejection sampling of the position
+        pos = rng.uniform(-lo + 2, [w_img - 2, h_img - 2] - hi)
+        foot_poly = Polygon(_apply(m, foot - centre) + pos)
+        if all(foot_poly.intersection(p).area < 0.02 * min(foot_poly.area, p.area) for p in placed):
+            break
+    else:
+        return None
+    placed.append(foot_poly)
+    x0, y0 = np.floor(lo + pos).astype(int)
+    x1, y1 = np.ceil(hi + pos).astype(int)
+    shift = np.array([[1, 0, pos[0] - x0], [0, 1, pos[1] - y0], [0, 0, 1]])
+    to_canvas = shift @ m @ np.array([[1, 0, -centre[0]], [0, 1, -centre[1]], [0, 0, 1]])
+    region = img[y0:y1, x0:x1]
+    _composite(region, masks, to_canvas, rng, style, cap, illegible)
+    quad = _apply(m, box - centre) + pos
+    poly = tuple((round(float(x), 2), round(float(y), 2)) for x, y in quad)
+    word = Word(polygon=poly, text="." if illegible else text, legible=not illegible)
+    return SynthWord(word=word, cap_height=round(cap, 2), angle=round(angle, 2), font=spec)
+
+
+def _composite(region, masks, to_canvas, rng, style: SynthStyle, cap: float, illegible: bool):
+    """Blend the warped plate/stroke/text layers into ``region`` (in place)."""
+    size = (region.shape[1], region.shape[0])
+    bg_luma = float(region.reshape(-1, 3).mean(0) @ LUMA)
+    blur = rng.uniform(0.0, 0.06 * cap) if style.distort else 0.0
+    lo, hi = 60.0, 200.0
+    if illegible:
+        if rng.random() < 0.5:
+            blur = rng.uniform(0.3, 0.6) * cap
+        else:
+            lo, hi = 4.0, 14.0
+    colours = {}
+    if masks[0][0] == "plate":
+        colours["plate"] = _contrasting(rng, bg_luma, 30.0, 120.0)
+        bg_luma = float(colours["plate"] @ LUMA)
+    colours["text"] = _contrasting(rng, bg_luma, lo, hi)
+    colours["stroke"] = _contrasting(rng, float(colours["text"] @ LUMA), 80.0, 200.0)
+    for name, mask in masks:
+        alpha = _warp(mask, to_canvas, size)
+        if name != "plate" and blur > 0.3:
+            blurred = Image.fromarray(np.uint8(alpha * 255)).filter(ImageFilter.GaussianBlur(blur))
+            alpha = np.asarray(blurred, dtype=np.float32) / 255.0
+        alpha = alpha[..., None] * (rng.uniform(0.85, 1.0) if name != "plate" else 1.0)
+        region *= 1.0 - alpha
+        region += alpha * colours[name]
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_size(rng: np.random.Generator, max_side: int, min_side: int) -> tuple[int, int]:
+    """``(width, height)``: long side ``max_side``, short side in ``[min_side, max_side]``."""
+    short = int(rng.integers(min_side, max_side + 1))
+    return (max_side, short) if rng.random() < 0.7 else (short, max_side)
+
+
+def _degrade(img: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Camera effects on the whole image: lighting, sensor noise, defocus, JPEG round trip."""
+    h, w = img.shape[:2]
+    img *= 0.75 + 0.4 * _smooth_field(rng, w, h, 2, 1)
+    img += rng.standard_normal((h, w, 1), dtype=np.float32) * rng.uniform(1.0, 6.0)  # luma noise
+    out = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), "RGB")
+    # optics: one box pass of radius 0.6-1.4 (sigma ~0.55-1.05 px), half the cost of a Gaussian
+    out = out.filter(ImageFilter.BoxBlur(float(rng.uniform(0.6, 1.4))))
+    if rng.random() < 0.5:
+        buf = io.BytesIO()
+        out.save(buf, "JPEG", quality=int(rng.integers(35, 75)))
+        out = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return out
+
+
+def synth_words(
+    index: int,
+    seed: int,
+    *,
+    max_side: int = 1024,
+    min_side: int = 512,
+    words: tuple[int, int] = (4, 24),
+    backgrounds: list[Path] | str | Path | None = None,
+    style: SynthStyle | None = None,
+) -> tuple[Image.Image, list[SynthWord]]:
+    """Image ``index`` of ``seed`` with its words and their render parameters (cap height...)."""
+    _check_args(seed, max_side, min_side, words)
+    style = style or SynthStyle()
+    if isinstance(backgrounds, str | Path):
+        backgrounds = list_backgrounds(backgrounds)
+    rng = np.random.default_rng([int(seed), int(index), 0x7E47B005])
+    w, h = image_size(rng, max_side, min_side)
+    if backgrounds:
+        img = _photo_background(rng, backgrounds[int(rng.integers(0, len(backgrounds)))], w, h)
+    else:
+        img = _procedural_background(rng, w, h)
+    img = np.clip(img, 0, 255)
+    fonts = find_fonts()
+    placed: list = []
+    out: list[SynthWord] = []
+    for _ in range(int(rng.integers(words[0], words[1] + 1))):
+        sw = _place_word(img, rng, fonts, style, placed)
+        if sw is not None:
+            out.append(sw)
+    image = _degrade(img, rng) if style.distort else Image.fromarray(np.uint8(img + 0.5), "RGB")
+    return image, out
+
+
+def synth_image(index: int, seed: int, **kwargs) -> tuple[Image.Image, list[Word]]:
+    """Image ``index`` of ``seed`` in memory and its words (keywords as ``synth_words``)."""
+    image, words = synth_words(index, seed, **kwargs)
+    return image, [sw.word for sw in words]
+
+
+def _check_args(seed: int, max_side: int, min_side: int, words: tuple[int, int]) -> None:
+    if seed < 0:
+        raise ConfigError(f"synth seed must be >= 0, got {seed}")
+    if not 64 <= min_side <= max_side:
+        raise ConfigError(f"synth needs 64 <= min_side <= max_side, got {min_side}, {max_side}")
+    if not 0 <= words[0] <= words[1]:
+        raise ConfigError(f"synth words range must satisfy 0 <= min <= max, got {words}")
+
+
+# --------------------------------------------------------------------------- datasets
+
+SIZE_BUCKETS = ((0, 8), (8, 12), (12, 20), (20, 30), (30, 50), (50, 1e9))
+
+
+def image_id(seed: int, index: int) -> str:
+    """TextOCR-style 16-hex image id, a function of ``(seed, index)`` only."""
+    return hashlib.sha256(f"textboost-synth/{seed}/{index}".encode()).hexdigest()[:16]
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    """The JPEG file written for ``image`` (quality 90, deterministic)."""
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _encode(index: int, seed: int, kwargs: dict) -> tuple[int, bytes, tuple[int, int], list]:
+    image, words = synth_words(index, seed, **kwargs)
+    return index, jpeg_bytes(image), image.size, words
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove files of an earlier synthetic set in ``out`` (only names this module writes)."""
+    for path in (out / "images").glob("*.jpg"):
+        stem = path.stem
+        hexid = len(stem) == 16 and all(c in "0123456789abcdef" for c in stem)
+        if hexid or (stem.startswith("img_") and stem[4:].isdigit()):
+            path.unlink()
+    for path in (out / "gt").glob("gt_img_*.txt"):
+        path.unlink()
+    (out / "textocr.json").unlink(missing_ok=True)
+
+
+def _textocr_entry(img_id: str, file_name: str, size, words: list[SynthWord], split: str):
+    """``(img, {ann_id: ann})`` in the TextOCR layout; area is the bbox area, as in TextOCR."""
+    img = {"id": img_id, "width": size[0], "height": size[1], "set": split, "file_name": file_name}
+    anns = {}
+    for k, sw in enumerate(words, start=1):
+        xs, ys = [p[0] for p in sw.word.polygon], [p[1] for p in sw.word.polygon]
+        bbox = [min(xs), min(ys), round(max(xs) - min(xs), 2), round(max(ys) - min(ys), 2)]
+        anns[f"{img_id}_{k}"] = {
+            "id": f"{img_id}_{k}",
+            "image_id": img_id,
+            "bbox": bbox,
+            "utf8_string": sw.word.text if sw.word.legible else ".",
+            "points": [c for p in sw.word.polygon for c in p],
+            "area": round(bbox[2] * bbox[3], 2),
+        }
+    return img, anns
+
+
+def icdar_lines(words: list[Word], size: tuple[int, int]) -> str:
+    """ICDAR 2015 ground truth text: ``x1,y1,...,x4,y4,transcription`` (``###`` illegible)."""
+    lines = []
+    for w in words:
+        pts = [
+            (min(max(round(x), 0), size[0] - 1), min(max(round(y), 0), size[1] - 1))
+            for x, y in w.polygon
+        ]
+        coords = ",".join(f"{x},{y}" for x, y in pts)
+        lines.append(f"{coords},{w.text if w.legible else '###'}")
+    return "\ufeff" + "".join(line + "\r\n" for line in lines)
+
+
+def generate(
+    out_dir: str | Path,
+    n_images: int,
+    seed: int,
+    fmt: str = "textocr",
+    backgrounds: str | Path | None = None,
+    max_side: int = 1024,
+    min_side: int = 512,
+    words: tuple[int, int] = (4, 24),
+    *,
+    split: str = "train",
+    workers: int = 1,
+    style: SynthStyle | None = None,
+    progress: bool = False,
+) -> dict:
+    """Write ``n_images`` synthetic scene-text images and annotations to ``out_dir``.
+
+    TextOCR: ``images/<id>.jpg`` + ``textocr.json``; ICDAR 2015: ``images/img_N.jpg`` +
+    ``gt/gt_img_N.txt``. Files of an earlier synthetic set in ``out_dir`` are replaced.
+    Returns a summary (counts, size histogram of cap heights, images/s, paths).
+    """
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    if fmt not in ("textocr", "icdar2015"):
+        raise ConfigError(f"synth format {fmt!r} is not allowed; choose textocr or icdar2015")
+    if n_images < 0 or workers < 1:
+        raise ConfigError(f"synth needs images >= 0 and workers >= 1, got {n_images}, {workers}")
+    _check_args(seed, max_side, min_side, words)
+    bg = list_backgrounds(backgrounds) if backgrounds else None
+    kwargs = dict(max_side=max_side, min_side=min_side, words=tuple(words), backgrounds=bg)
+    kwargs["style"] = style
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    _clear_previous(out)
+    if fmt == "icdar2015":
+        (out / "gt").mkdir(exist_ok=True)
+    start = time.perf_counter()
+    data: dict = {"imgs": {}, "anns": {}, "imgToAnns": {}}
+    hist = {f"{lo}-{hi}" if hi < 1e9 else f">={lo}": 0 for lo, hi in SIZE_BUCKETS}
+    n_words = n_legible = 0
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    indices = range(n_images)
+    results = (
+        pool.map(_encode, indices, [seed] * n_images, [kwargs] * n_images, chunksize=2)
+        if pool
+        else (_encode(i, seed, kwargs) for i in indices)
+    )
+    try:
+        for index, jpeg, size, placed in tqdm(results, total=n_images, disable=not progress):
+            if fmt == "textocr":
+                img_id = image_id(seed, index)
+                name = f"images/{img_id}.jpg"
+                img, anns = _textocr_entry(img_id, name, size, placed, split)
+                data["imgs"][img_id] = img
+                data["anns"].update(anns)
+                data["imgToAnns"][img_id] = list(anns)
+            else:
+                name = f"images/img_{index + 1}.jpg"
+                gt = icdar_lines([sw.word for sw in placed], size)
+                (out / "gt" / f"gt_img_{index + 1}.txt").write_bytes(gt.encode("utf-8"))
+            (out / name).write_bytes(jpeg)
+            n_words += len(placed)
+            n_legible += sum(sw.word.legible for sw in placed)
+            for sw in placed:
+                lo_hi = next(k for k, (lo, hi) in zip(hist, SIZE_BUCKETS) if sw.cap_height < hi)
+                hist[lo_hi] += 1
+    finally:
+        if pool:
+            pool.shutdown()
+    if fmt == "textocr":
+        tmp = out / "textocr.json.tmp"
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.replace(out / "textocr.json")
+    seconds = time.perf_counter() - start
+    annotations = out / ("textocr.json" if fmt == "textocr" else "gt")
+    return {
+        "images": n_images,
+        "words": n_words,
+        "legible": n_legible,
+        "illegible": n_words - n_legible,
+        "cap_height_hist": hist,
+        "fonts": len(find_fonts()),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n_images / seconds, 2) if seconds > 0 else 0.0,
+        "format": fmt,
+        "seed": seed,
+        "paths": {"out": str(out), "images": str(out / "images"), "annotations": str(annotations)},
+    }
+
+
+def generate_from_config(cfg, out_dir: str | Path, **kwargs) -> dict:
+    """``generate`` with the fields of a ``SynthConfig`` section."""
+    return generate(
+        out_dir,
+        cfg.images,
+        cfg.seed,
+        fmt=cfg.format,
+        backgrounds=cfg.backgrounds or None,
+        max_side=cfg.max_side,
+        min_side=cfg.min_side,
+        words=(cfg.words_min, cfg.words_max),
+        **kwargs,
+    )
