@@ -15,6 +15,7 @@ and training relaunches its Ray Train run by name, continuing from the last chec
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from jobs.common import add_config_args, config_from_args
 from textboost.config import (
     PIPELINE_STAGES,
     TextBoostConfig,
+    load_config,
     section_from_dict,
     to_dict,
     to_yaml,
@@ -117,6 +119,24 @@ class StageState:
 # ---------------------------------------------------------------- stages
 
 
+def ensure_ray(cfg: TextBoostConfig) -> None:
+    """Join ``ray.address`` / ``RAY_ADDRESS``, else start one embedded Ray for all stages.
+
+    The embedded instance keeps its dashboard: Ray Train's placement-group cleaner polls the
+    state API through it, and it shows the stages' tasks and actors while they run.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    context = ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=True)
+    print(f"  Ray dashboard: http://{context.dashboard_url}", flush=True)
+
+
 @dataclass
 class Stage:
     """One pipeline stage: ``key`` hashes its inputs, ``run`` produces its outputs, ``intact``
@@ -154,6 +174,8 @@ def _shards_key(cfg: TextBoostConfig, done: dict) -> dict:
 def _run_shards(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     from pipeline.shards import build_shards
 
+    if cfg.shards.executor == "ray":
+        ensure_ray(cfg)
     for split in ("train", "val"):
         manifest = build_shards(cfg, split)
     url = f"{cfg.shards.out.rstrip('/')}/manifest.json"
@@ -185,13 +207,15 @@ def _run_train(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     reuses it, and Ray Train continues from the run's latest checkpoint."""
     from pipeline.training import run_training
 
+    ensure_ray(cfg)
     stage = cfg.train.stage
     run_name = cfg.train.run_name or state.data.get("run_name") or _new_run_name(state, stage)
     state.save(run_name=run_name)
-    overrides = [f"train.run_name={run_name}", f"train.shards={done['shards']['out']}"]
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.train.run_name, run_cfg.train.shards = run_name, done["shards"]["out"]
     if stage == 2:
-        overrides.append(f"train.init_checkpoint={done['stage1']['checkpoint']}")
-    result = run_training(derive(cfg, overrides, f"stage{stage}"))
+        run_cfg.train.init_checkpoint = done["stage1"]["checkpoint"]
+    result = run_training(run_cfg)
     return {
         "checkpoint": result["checkpoint"],
         "checkpoint_sha256": sha256_url(result["checkpoint"]),
@@ -212,11 +236,79 @@ def _train_intact(outputs: dict) -> bool:
     return sha256_url(outputs["checkpoint"]) == outputs["checkpoint_sha256"]
 
 
+def _eval_key(cfg: TextBoostConfig, done: dict) -> dict:
+    return {
+        "eval": {k: v for k, v in to_dict(cfg.eval).items() if k not in ("models", "register")},
+        "data": to_dict(cfg.data),
+        "side_info_format": cfg.shards.side_info_format,
+        "checkpoint_sha256": done["stage2"]["checkpoint_sha256"],
+        "mlflow": [cfg.mlflow.tracking_uri, cfg.mlflow.experiment],
+    }
+
+
+def _run_eval(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
+    """Real bitstreams of the stage-2 model against the backbone and JPEG (paper 5.1.3),
+    logged as an MLflow run; registration is the next stage."""
+    from pipeline.evaluation import run_evaluation
+
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.eval.models = [done["stage2"]["checkpoint"]]
+    run_cfg.eval.track, run_cfg.eval.register = True, False
+    summary = run_evaluation(run_cfg)
+    path = f"{cfg.eval.out.rstrip('/')}/summary.json"
+    return {"summary": summary, "run_id": summary["run_id"], "summary_sha256": sha256_url(path)}
+
+
+def _eval_intact(outputs: dict) -> bool:
+    path = f"{outputs['summary']['out'].rstrip('/')}/summary.json"
+    return sha256_url(path) == outputs["summary_sha256"]
+
+
+def _register_key(cfg: TextBoostConfig, done: dict) -> dict:
+    return {"mlflow": to_dict(cfg.mlflow), "evaluation": done["evaluate"]["summary_sha256"]}
+
+
+def _run_register(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
+    """Log the stage-2 checkpoint as a pyfunc codec in the evaluation run, register it
+    (alias ``candidate``; ``champion`` when it wins) and tag it with its training runs."""
+    import mlflow
+
+    from pipeline import tracking
+
+    tracking.setup_mlflow(cfg.mlflow)
+    with mlflow.start_run(run_id=done["evaluate"]["run_id"]):
+        (entry,) = tracking.register_evaluated(cfg, done["evaluate"]["summary"])
+    tags = {
+        f"{tracking.TAG}train_run_id": done["stage2"]["run_id"],
+        f"{tracking.TAG}stage1_run_id": done["stage1"]["run_id"],
+        f"{tracking.TAG}shards": done["shards"]["out"],
+    }
+    tracking.tag_version(cfg.mlflow, entry["version"], tags)
+    name = cfg.mlflow.registered_model
+    uri = f"models:/{name}/{entry['version']}"
+    return {**entry, "registered_model": name, "uri": uri, "tracking_uri": cfg.mlflow.tracking_uri}
+
+
+def _register_intact(outputs: dict) -> bool:
+    """The registered version still exists (someone may have deleted it)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(outputs["tracking_uri"], registry_uri=outputs["tracking_uri"])
+    try:
+        client.get_model_version(outputs["registered_model"], outputs["version"])
+    except MlflowException:
+        return False
+    return True
+
+
 STAGES: dict[str, Stage] = {
     "data": Stage("data", _data_key, _run_data),
     "shards": Stage("shards", _shards_key, _run_shards, _shards_intact),
     "stage1": Stage("stage1", _train_key, _run_train, _train_intact),
     "stage2": Stage("stage2", _train_key, _run_train, _train_intact),
+    "evaluate": Stage("evaluate", _eval_key, _run_eval, _eval_intact),
+    "register": Stage("register", _register_key, _run_register, _register_intact),
 }
 
 
@@ -290,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    if "://" not in cfg.workdir and not os.path.isabs(cfg.workdir):
+        # Ray workers run in their own folders: every ${workdir} path must be absolute.
+        absolute = f"workdir={os.path.abspath(cfg.workdir)}"
+        cfg = load_config(args.config, [*args.overrides, absolute])
     start = time.perf_counter()
     states = run_pipeline(cfg, tuple(args.force))
     print_summary(cfg, states, time.perf_counter() - start)
@@ -297,11 +393,59 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_summary(cfg: TextBoostConfig, states: dict[str, dict], total: float) -> None:
-    print("\nstage       status    seconds")
+    """Stage timings, the results table and where to look next."""
+    print("\nstage      status     seconds")
     for name, state in states.items():
         status = "skipped" if state.get("skipped") else "ran"
-        print(f"{name:<11} {status:<9} {state['wall_s']:>7.1f}")
+        print(f"{name:<10} {status:<10} {state['wall_s']:>7.1f}")
     print(f"{'total':<21} {total:>7.1f}")
+    evaluation = _latest(cfg, states, "evaluate")
+    if evaluation:
+        print(results_table(evaluation["summary"]))
+    register = _latest(cfg, states, "register")
+    if register:
+        champion = "champion" if register.get("champion") else f"not champion: {register['reason']}"
+        print(f"\nregistered: {register['uri']} ({champion})")
+        print(
+            f"lineage:    textboost lineage {register['uri']} --tracking-uri {cfg.mlflow.tracking_uri}"
+        )
+    uri = cfg.mlflow.tracking_uri
+    if uri.startswith("sqlite:"):
+        print(f"open MLflow: mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
+    else:
+        print(f"open MLflow: {uri}")
+
+
+def _latest(cfg: TextBoostConfig, states: dict[str, dict], name: str) -> dict | None:
+    if name in states:
+        return states[name]["outputs"]
+    state = StageState.load(cfg.workdir, name).data
+    return state.get("outputs") if state.get("status") == "done" else None
+
+
+def results_table(summary: dict) -> str:
+    """bpp, PSNR, MS-SSIM and DET / E2E F1 per method (mean over the evaluated images)."""
+    labels = {"textboost": "TextBoost", "backbone": "Backbone", "jpeg": "JPEG", "webp": "WebP"}
+    labels["original"] = "Original (F1 ceiling)"
+    rows = [m for m in summary["means"] if m["method"] in labels]
+    rows.sort(key=lambda m: list(labels).index(m["method"]))
+    lines = [
+        f"\nresults: {summary['images']} images, {summary.get('out', '')}",
+        f"{'method':<22}{'bpp':>9}{'PSNR':>8}{'MS-SSIM':>9}{'DET F1':>8}{'E2E F1':>8}",
+    ]
+    for m in rows:
+        if m["method"] == "original":  # only spotting is meaningful on the uncompressed images
+            m = {"method": "original", "det_f1": m.get("det_f1"), "e2e_f1": m.get("e2e_f1")}
+        cells = [
+            _fmt(m.get("bpp"), 9, 4), _fmt(m.get("psnr"), 8, 2), _fmt(m.get("ms_ssim"), 9, 4),
+            _fmt(m.get("det_f1"), 8, 3), _fmt(m.get("e2e_f1"), 8, 3),
+        ]  # fmt: skip
+        lines.append(f"{labels[m['method']]:<22}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, width: int, digits: int) -> str:
+    return f"{value:>{width}.{digits}f}" if isinstance(value, int | float) else f"{'-':>{width}}"
 
 
 if __name__ == "__main__":

@@ -71,8 +71,7 @@ def ocr_read_flags(result: list | None, words: list[Word]) -> list[bool]:
         wp = Polygon(word.polygon).buffer(0)
         flags.append(
             any(
-                text == _norm(word.text)
-                and wp.intersection(dp).area >= 0.5 * min(wp.area, dp.area)
+                text == _norm(word.text) and wp.intersection(dp).area >= 0.5 * min(wp.area, dp.area)
                 for dp, text in dets
             )
         )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 import json
 import math
 import os
@@ -142,51 +141,59 @@ def _score(
     return {**out, **counts.to_dict(), "det_f1": s["det_f1"], "e2e_f1": s["e2e_f1"]}
 
 
-def evaluate_sample(model, label: str, sample: Sample, cfg: TextBoostConfig, ctx: dict) -> list[dict]:
-    """Rows (one per method) of one image under one model, plus its reconstructions."""
+def _original_row(sample: Sample, spotter) -> dict:
+    """Spotting F1 of the original image: the ceiling of every method (no rate, no distortion)."""
+    from textboost.f1 import match_image
+
+    counts = match_image(sample.gt or [], spotter.spot(sample.image))
+    s = counts.scores()
+    row = {"key": sample.key, "model": "-", "method": "original", **counts.to_dict()}
+    return {**row, "det_f1": s["det_f1"], "e2e_f1": s["e2e_f1"]}
+
+
+def _rate(
+    method: str, bpp: float, image: float, side: float, overhead: float, quality=None
+) -> dict:
+    return {
+        "method": method, "bpp": bpp, "bpp_image": image, "bpp_side_info": side,
+        "bpp_overhead": overhead, "quality": quality,
+    }  # fmt: skip
+
+
+def evaluate_sample(
+    model, label: str, sample: Sample, cfg: TextBoostConfig, ctx: dict
+) -> list[dict]:
+    """Rows (one per method) of one image under one model. ``ctx`` holds the spotter and the
+    LPIPS switch; the reconstructions, container and timings are left in it for the caller."""
     from textboost import baselines, container
     from textboost.codec import decode_container, encode_image
 
-    fmt, pixels = cfg.shards.side_info_format, sample.image.width * sample.image.height
+    fmt = cfg.shards.side_info_format
     t0 = time.perf_counter()
     data = encode_image(model, sample.image, sample.side_words, fmt)
     t1 = time.perf_counter()
-    fused = decode_container(model, data)
-    t2 = time.perf_counter()
-    ctx["timing"] = {"encode_s": t1 - t0, "decode_s": t2 - t1}
+    recon = {"textboost": decode_container(model, data)}  # exactly `textboost decompress`
+    ctx["timing"] = {"encode_s": t1 - t0, "decode_s": time.perf_counter() - t1}
     d = container.describe(data)
-    base = {"key": sample.key, "model": label, "quality": None}
-    recon = {"textboost": fused}
-    rows = [
-        {
-            **base, "method": "textboost", "bpp": d["bpp_total"], "bpp_image": d["bpp_image"],
-            "bpp_side_info": d["bpp_side_info"], "bpp_overhead": d["bpp_overhead"],
-        }
-    ]  # fmt: skip
+    rates = [
+        _rate("textboost", d["bpp_total"], d["bpp_image"], d["bpp_side_info"], d["bpp_overhead"])
+    ]
     if "backbone" in cfg.eval.baselines:
-        bb = container.describe(baselines.backbone_container(data, fmt))
+        b = container.describe(baselines.backbone_container(data, fmt))
         recon["backbone"] = baselines.decode_backbone(model, data)
-        rows.append(
-            {
-                **base, "method": "backbone", "bpp": bb["bpp_total"], "bpp_image": bb["bpp_image"],
-                "bpp_side_info": bb["bpp_side_info"], "bpp_overhead": bb["bpp_overhead"],
-            }
-        )  # fmt: skip
+        rates.append(
+            _rate("backbone", b["bpp_total"], b["bpp_image"], b["bpp_side_info"], b["bpp_overhead"])
+        )
     for codec in ("jpeg", "webp"):
         if codec in cfg.eval.baselines:
             m = baselines.match_bpp(sample.image, codec, d["bpp_total"])
             recon[codec] = baselines.decode(m.data)
-            rows.append(
-                {
-                    **base, "method": codec, "bpp": m.bpp, "bpp_image": m.bpp,
-                    "bpp_side_info": 0.0, "bpp_overhead": 0.0, "quality": m.quality,
-                }
-            )  # fmt: skip
-            assert len(m.data) * 8 / pixels == m.bpp
-    for row in rows:
-        row.update(_score(sample, recon[row["method"]], ctx["lpips"], ctx["spotter"]))
-    ctx["recon"] = recon
-    ctx["container"] = data
+            rates.append(_rate(codec, m.bpp, m.bpp, 0.0, 0.0, m.quality))
+    rows = []
+    for rate in rates:
+        scores = _score(sample, recon[rate["method"]], ctx["lpips"], ctx["spotter"])
+        rows.append({"key": sample.key, "model": label, **rate, **scores})
+    ctx["recon"], ctx["container"] = recon, data
     return rows
 
 
@@ -265,3 +272,224 @@ def write_csv(path: str, rows: list[dict], columns) -> None:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
 
 
+# ---------------------------------------------------------------- figures
+
+
+def _crop_window(sample: Sample, side: int) -> tuple[int, int, int, int]:
+    """A ``side`` x ``side`` window holding the most side-info word centres (first wins)."""
+    w, h = sample.image.size
+    side = min(side, w, h)
+    words = sample.side_words or [x for x in (sample.gt or []) if x.legible]
+    centres = [
+        (
+            sum(p[0] for p in x.polygon) / len(x.polygon),
+            sum(p[1] for p in x.polygon) / len(x.polygon),
+        )
+        for x in words
+    ]
+    best, best_n = ((w - side) // 2, (h - side) // 2), -1
+    for cx, cy in centres:
+        x0 = int(min(max(cx - side / 2, 0), w - side))
+        y0 = int(min(max(cy - side / 2, 0), h - side))
+        n = sum(x0 <= px < x0 + side and y0 <= py < y0 + side for px, py in centres)
+        if n > best_n:
+            best, best_n = (x0, y0), n
+    return best[0], best[1], best[0] + side, best[1] + side
+
+
+def crop_panel(sample: Sample, label: str, ctx: dict, rows: list[dict], side: int = 256) -> tuple:
+    """(file name, side-by-side image): original, JPEG, backbone, TextBoost, guidance map."""
+    from PIL import ImageDraw, ImageFont
+
+    from textboost import container
+    from textboost.codec import decode_words
+    from textboost.guidance import render_guidance
+
+    box = _crop_window(sample, side)
+    c = container.unpack(ctx["container"])
+    guide = Image.fromarray(render_guidance(decode_words(c), c.height, c.width)).convert("RGB")
+    bpp = {r["method"]: r["bpp"] for r in rows}
+    panels = [("Original", sample.image)]
+    for m in ("jpeg", "webp", "backbone", "textboost"):
+        if m in ctx["recon"] and not (m == "webp" and "jpeg" in ctx["recon"]):
+            panels.append((f"{LABELS[m]} {bpp[m]:.4f} bpp", ctx["recon"][m]))
+    panels.append(("Guidance map", guide))
+    cw, ch, strip = box[2] - box[0], box[3] - box[1], 14
+    sheet = Image.new("RGB", (len(panels) * (cw + 4), ch + strip), (255, 255, 255))
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
+    for i, (title, im) in enumerate(panels):
+        sheet.paste(im.crop(box), (i * (cw + 4), strip))
+        draw.text((i * (cw + 4) + 2, 1), title[: max(4, cw // 6)], fill=(0, 0, 0), font=font)
+    return f"{sample.key}_{label}.png", sheet
+
+
+def save_crops(crops: list[tuple], folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for name, sheet in crops:
+        sheet.save(os.path.join(folder, name), format="PNG")
+
+
+def rd_plot(means: list[dict], models: list[str], methods: list[str], path: str) -> None:
+    """PSNR, MS-SSIM, DET F1 and E2E F1 against bpp, one curve per method (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("psnr", "PSNR (dB)"),
+        ("ms_ssim", "MS-SSIM"),
+        ("det_f1", "DET F1"),
+        ("e2e_f1", "E2E F1"),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    original = next((m for m in means if m["method"] == "original"), None)
+    for ax, (key, title) in zip(axes.flat, panels):
+        for method in methods:
+            pts = [
+                m for mod in models for m in means if m["model"] == mod and m["method"] == method
+            ]
+            pts = [p for p in pts if p.get(key) is not None and p.get("bpp") is not None]
+            pts.sort(key=lambda p: p["bpp"])
+            ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], "o-", label=LABELS[method])
+        if original is not None and original.get(key) is not None and key.endswith("f1"):
+            ax.axhline(original[key], ls="--", c="gray", label="Original images")
+        ax.set_xlabel("bpp")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- run
+
+
+def _stage_dir(out: str) -> tuple[str, bool]:
+    """Local folder to write into, and whether it must be uploaded to ``out`` afterwards."""
+    if "://" in out and not out.startswith("file://"):
+        return tempfile.mkdtemp(prefix="textboost-eval-"), True
+    local = out[len("file://") :] if out.startswith("file://") else out
+    os.makedirs(local, exist_ok=True)
+    return local, False
+
+
+def model_label(index: int, meta: dict) -> str:
+    """``m<index>`` plus the training lambda when the checkpoint records it."""
+    lmbda = ((meta.get("run_config") or {}).get("train") or {}).get("lmbda")
+    return f"m{index}" + (f"-lambda{lmbda:g}" if isinstance(lmbda, int | float) else "")
+
+
+def _write_outputs(out_dir: str, rows, means, labels, methods, crops, timings, rejects) -> None:
+    os.makedirs(os.path.join(out_dir, "results"), exist_ok=True)
+    write_csv(os.path.join(out_dir, "per_image.csv"), rows, COLUMNS)
+    summary_cols = ["model", "method", "images", *MEAN_KEYS, "n_gt", "n_det", "det_tp", "e2e_tp"]
+    summary_cols += [f"{t}_{k}" for t in ("det", "e2e") for k in ("precision", "recall", "f1")]
+    write_csv(os.path.join(out_dir, "summary.csv"), means, summary_cols)
+    for m in methods:
+        write_json(
+            os.path.join(out_dir, "results", f"{m}.json"), compressai_results(means, m, labels)
+        )
+    rd_plot(means, labels, methods, os.path.join(out_dir, "rd_curves.png"))
+    save_crops(crops, os.path.join(out_dir, "crops"))
+    write_csv(
+        os.path.join(out_dir, "timings.csv"),
+        timings,
+        ["key", "model", "encode_s", "decode_s", "total_s"],
+    )
+    with open(os.path.join(out_dir, "rejected.jsonl"), "w") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
+
+
+def evaluate(cfg: TextBoostConfig, out_dir: str) -> dict:
+    """The evaluation itself (no MLflow): writes the outputs into ``out_dir``; returns the summary."""
+    from tqdm import tqdm
+
+    from textboost import metrics
+    from textboost.checkpoint import load_checkpoint
+    from textboost.spotting import get_spotter
+
+    if not cfg.eval.models:
+        raise TextBoostError("eval.models is empty: give checkpoint paths or MLflow model URIs")
+    t_start = time.perf_counter()
+    samples, rejects, fingerprint = load_samples(cfg)
+    if not samples:
+        raise TextBoostError(f"no evaluable images in eval.dataset ({len(rejects)} rejected)")
+    with_lpips = bool(cfg.eval.lpips) and metrics.lpips_available()
+    spotter = get_spotter()
+    rows = [_original_row(s, spotter) for s in samples if s.gt is not None]
+    timings, labels, crops, model_meta = [], [], [], {}
+    for i, uri in enumerate(cfg.eval.models):
+        model, meta = load_checkpoint(uri)
+        label = model_label(i, meta)
+        labels.append(label)
+        keep = ("model_identity", "stage", "manifest_sha256", "run_config")
+        model_meta[label] = {"uri": uri, **{k: meta.get(k) for k in keep}}
+        for j, s in enumerate(tqdm(samples, desc=f"evaluate {label}", leave=False)):
+            ctx: dict = {"lpips": with_lpips, "spotter": spotter}
+            t0 = time.perf_counter()
+            new = evaluate_sample(model, label, s, cfg, ctx)
+            rows.extend(new)
+            timings.append(
+                {"key": s.key, "model": label, **ctx["timing"], "total_s": time.perf_counter() - t0}
+            )
+            if j < cfg.eval.crops:
+                crops.append(crop_panel(s, label, ctx, new))
+    means = aggregate(rows)
+    methods = [m for m in METHODS if m == "textboost" or m in cfg.eval.baselines]
+    _write_outputs(out_dir, rows, means, labels, methods, crops, timings, rejects)
+    elapsed = time.perf_counter() - t_start
+    summary = {
+        "models": labels, "model_meta": model_meta, "methods": methods, "means": means,
+        "images": len(samples), "rejected": len(rejects), "eval_fingerprint": fingerprint,
+        "lpips": "available" if with_lpips else "n/a", "seconds": elapsed,
+        "seconds_per_image": elapsed / len(samples),
+        "seconds_per_image_per_model": _mean([t["total_s"] for t in timings]),
+    }  # fmt: skip
+    write_json(os.path.join(out_dir, "summary.json"), summary)
+    return summary
+
+
+def run_evaluation(cfg: TextBoostConfig) -> dict:
+    """Evaluate, write ``eval.out``, and (``eval.track``) log it all to an MLflow run; with
+    ``eval.register`` each evaluated checkpoint becomes a registered pyfunc version."""
+    out_dir, upload = _stage_dir(cfg.eval.out)
+    try:
+        if not cfg.eval.track:
+            summary = evaluate(cfg, out_dir)
+        else:
+            summary = _tracked(cfg, out_dir)
+        if upload:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(cfg.eval.out)
+            fs.put(out_dir.rstrip("/") + "/", root, recursive=True)
+    finally:
+        if upload:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    summary["out"] = cfg.eval.out
+    return summary
+
+
+def _tracked(cfg: TextBoostConfig, out_dir: str) -> dict:
+    import mlflow
+
+    from pipeline import tracking
+    from textboost.config import config_hash, flatten, to_dict
+
+    tracking.setup_mlflow(cfg.mlflow)
+    with mlflow.start_run(run_name="evaluate") as run:
+        params = {k: str(v)[:6000] for k, v in flatten(to_dict(cfg)).items()}
+        mlflow.log_params(params)
+        mlflow.set_tags(
+            {f"{tracking.TAG}kind": "evaluate", f"{tracking.TAG}eval_config_hash": config_hash(cfg)}
+        )
+        summary = evaluate(cfg, out_dir)
+        mlflow.set_tag(f"{tracking.TAG}eval_fingerprint", summary["eval_fingerprint"])
+        tracking.log_summary(summary)
+        mlflow.log_artifacts(out_dir, artifact_path="eval")
+        summary["run_id"] = run.info.run_id
+        if cfg.eval.register:
+            summary["registered"] = tracking.register_evaluated(cfg, summary)
+    return summary

@@ -19,27 +19,25 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
 
 from pipeline import executor
-from pipeline.samples import Reject, SampleSpec, dumps, process_sample
+from pipeline.samples import SampleSpec, ShardTask, commit_shard, dumps, run_shard, write_atomic
 from pipeline.sources import SampleRef, fingerprint, list_source
 from textboost.config import SourceConfig, TextBoostConfig, to_dict
 from textboost.errors import ConfigError
 
 SPLITS = ("train", "val")
 BYTES_FIELDS = ("samples_per_shard", "side_info_format", "jpeg_quality_for_png")  # of shards.*
-TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z for every member
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
 FORMAT = "textboost-shards/1"
@@ -56,25 +54,6 @@ CODE_FILES = (
     "textboost/synth.py",
     "textboost/vocab.py",
 )
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything one shard task needs; small enough to ship to a Ray worker."""
-
-    out: str  # shards.out URL
-    split: str
-    index: int
-    refs: tuple[SampleRef, ...]
-    spec: SampleSpec
-    config_hash: str
-    code_version: str
-    commit: bool = True  # False: return the tar bytes (process-local output such as memory://)
-    fail_once_marker: str = ""
-
-    @property
-    def name(self) -> str:
-        return f"{self.split}-{self.index:06d}"
 
 
 def source_of(cfg: TextBoostConfig, split: str) -> SourceConfig:
@@ -183,139 +162,64 @@ def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path.rstrip("/")
 
 
-def write_tar(samples: list[dict[str, bytes]], fileobj: io.IOBase) -> dict[str, int]:
-    """A deterministic tar: samples in order, fields sorted, fixed member metadata."""
-    field_bytes: dict[str, int] = {}
-    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for sample in samples:
-            key = sample["__key__"].decode()
-            for ext in sorted(k for k in sample if k != "__key__"):
-                data = sample[ext]
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o644
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(data))
-                field = "image" if ext in ("jpg", "png") else ext
-                field_bytes[field] = field_bytes.get(field, 0) + len(data)
-    return dict(sorted(field_bytes.items()))
-
-
-def _write_atomic(fs: fsspec.AbstractFileSystem, path: str, src: io.IOBase | bytes) -> None:
-    """Write under a temporary name, then rename: readers never see a partial file."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f:
-        if isinstance(src, bytes):
-            f.write(src)
-        else:
-            shutil.copyfileobj(src, f, 1 << 20)
-    fs.mv(tmp, path)
-
-
-def _maybe_crash(marker: str) -> None:
-    """Test hook (``shards.fail_once_marker``): the first task to get here dies, once."""
-    if not marker:
-        return
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    os._exit(17)
-
-
-def run_shard(task: ShardTask) -> dict:
-    """Task body: process the shard's samples, write and commit the tar, return stats."""
-    start = time.perf_counter()
-    samples, rejects = [], []
-    for ref in task.refs:
-        result = process_sample(ref, task.spec)
-        (rejects if isinstance(result, Reject) else samples).append(result)
-    with tempfile.SpooledTemporaryFile(max_size=256 << 20) as spool:
-        field_bytes = write_tar(samples, spool)
-        size = spool.tell()
-        spool.seek(0)
-        digest = hashlib.sha256()
-        for block in iter(lambda: spool.read(1 << 20), b""):
-            digest.update(block)
-        stats = {
-            "name": f"{task.name}.tar",
-            "split": task.split,
-            "shard": task.index,
-            "count": len(samples),
-            "inputs": len(task.refs),
-            "bytes": size,
-            "sha256": digest.hexdigest(),
-            "field_bytes": field_bytes,
-            "rejected": [r.to_json() for r in sorted(rejects, key=lambda r: r.key)],
-            "config_hash": task.config_hash,
-            "code_version": task.code_version,
-            "inputs_sha256": fingerprint(task.refs),
-        }
-        spool.seek(0)
-        payload = None
-        if task.commit:
-            commit_shard(task.out, task.name, spool, stats, task.fail_once_marker)
-        else:
-            payload = spool.read()
-    return {"stats": stats, "payload": payload, "seconds": time.perf_counter() - start}
-
-
-def commit_shard(
-    out: str, name: str, tar_src: io.IOBase | bytes, stats: dict, fail_once_marker: str = ""
-) -> None:
-    """Uncommit, write the tar (temp name + rename), then the stats JSON: the commit marker."""
-    fs, root = _fs(out)
-    marker = f"{root}/{name}.json"
-    if fs.exists(marker):
-        fs.rm(marker)
-    tmp = f"{root}/{name}.tar.tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f:
-        if isinstance(tar_src, bytes):
-            f.write(tar_src)
-        else:
-            shutil.copyfileobj(tar_src, f, 1 << 20)
-    _maybe_crash(fail_once_marker)  # dies between the temp write and the rename
-    fs.mv(tmp, f"{root}/{name}.tar")
-    _write_atomic(fs, marker, dumps(stats) + b"\n")
+def _folder(url: str) -> str:
+    return url[: -len(MANIFEST)].rstrip("/") if url.endswith(MANIFEST) else url.rstrip("/")
 
 
 def _read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
-    import json
-
     try:
-        with fs.open(path, "rb") as f:
-            data = json.load(f)
+        data = json.loads(fs.cat_file(path))
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def _committed(fs: fsspec.AbstractFileSystem, root: str, task: ShardTask) -> dict | None:
-    """The stats of a committed shard built from the same config, code and inputs."""
-    stats = _read_json(fs, f"{root}/{task.name}.json")
-    if not stats or (
-        stats.get("config_hash") != task.config_hash
-        or stats.get("code_version") != task.code_version
-        or stats.get("inputs_sha256") != fingerprint(task.refs)
-    ):
-        return None
-    try:
-        if fs.size(f"{root}/{task.name}.tar") != stats.get("bytes"):
-            return None
-    except FileNotFoundError:
-        return None
-    return stats
+def _listing(fs: fsspec.AbstractFileSystem, root: str, prefix: str = "") -> dict[str, int]:
+    """``{file name: size}`` of the folder's files whose name starts with ``prefix``."""
+    entries = fs.ls(root, detail=True) if fs.exists(root) else []
+    names = {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0) for e in entries}
+    return {n: size for n, size in names.items() if n.startswith(prefix)}
 
 
-def _clean(fs: fsspec.AbstractFileSystem, root: str, split: str, n_shards: int) -> None:
-    """Remove temp files of dead builds and shards beyond the plan (from a larger build)."""
-    for path in fs.glob(f"{root}/{split}-*"):
-        name = path.rsplit("/", 1)[-1]
-        stem = name.split(".", 1)[0]
-        index = stem.split("-", 1)[1] if "-" in stem else ""
-        stale = index.isdigit() and int(index) >= n_shards and len(index) == 6
+def _read_markers(fs: fsspec.AbstractFileSystem, root: str, names: list[str]) -> dict[str, dict]:
+    """The JSON files among ``names`` (existing ones only), fetched concurrently where the
+    filesystem can (s3fs): one round trip for a thousand shard markers, not a thousand."""
+    if not names:
+        return {}
+    blobs = fs.cat([f"{root}/{n}" for n in names], on_error="omit")
+    out = {}
+    for path, blob in blobs.items():
+        try:
+            data = json.loads(blob)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            out[path.rstrip("/").rsplit("/", 1)[-1]] = data
+    return out
+
+
+def _valid(stats: dict | None, task: ShardTask, tar_size: int | None) -> dict | None:
+    """The marker's stats if it commits a shard of this config, code and inputs."""
+    if not stats or tar_size != stats.get("bytes"):
+        return None
+    same = (
+        stats.get("config_hash") == task.config_hash
+        and stats.get("code_version") == task.code_version
+        and stats.get("inputs_sha256") == fingerprint(task.refs)
+    )
+    return stats if same else None
+
+
+def _clean(fs: fsspec.AbstractFileSystem, root: str, files: dict[str, int], n_shards: int) -> None:
+    """Remove temp files of dead attempts and shards beyond the plan (of a larger build)."""
+    doomed = []
+    for name in files:
+        index = name.split(".", 1)[0].split("-", 1)[-1]
+        stale = len(index) == 6 and index.isdigit() and int(index) >= n_shards
         if ".tmp-" in name or stale:
-            fs.rm(path)
+            doomed.append(f"{root}/{name}")
+    if doomed:
+        fs.rm(doomed)
 
 
 def read_manifest(url: str) -> dict:
@@ -342,14 +246,14 @@ def _load_manifest(fs: fsspec.AbstractFileSystem, root: str) -> dict:
 def _save_manifest(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> None:
     """Write ``rejected.jsonl`` (merged from the shard markers, in order), then the manifest."""
     manifest["splits"] = dict(sorted(manifest["splits"].items()))
+    shards = [(split, s["name"]) for split, e in manifest["splits"].items() for s in e["shards"]]
+    markers = _read_markers(fs, root, [name[:-4] + ".json" for _, name in shards])
     lines = []
-    for split, entry in manifest["splits"].items():
-        for shard in entry["shards"]:
-            stats = _read_json(fs, f"{root}/{shard['name'][:-4]}.json") or {}
-            for reject in stats.get("rejected", []):
-                lines.append(dumps({"split": split, "shard": shard["name"], **reject}) + b"\n")
-    _write_atomic(fs, f"{root}/{REJECTED}", b"".join(lines))
-    _write_atomic(fs, f"{root}/{MANIFEST}", dumps(manifest) + b"\n")
+    for split, name in shards:
+        for reject in markers.get(name[:-4] + ".json", {}).get("rejected", []):
+            lines.append(dumps({"split": split, "shard": name, **reject}) + b"\n")
+    write_atomic(fs, f"{root}/{REJECTED}", b"".join(lines))
+    write_atomic(fs, f"{root}/{MANIFEST}", dumps(manifest) + b"\n")
 
 
 def shard_urls(url: str, split: str) -> list[str]:
@@ -370,8 +274,14 @@ def build_split(
     tasks, refs = plan(cfg, split)
     fs, root = _fs(cfg.shards.out)
     fs.makedirs(root, exist_ok=True)
-    _clean(fs, root, split, len(tasks))
-    committed = {t.index: _committed(fs, root, t) for t in tasks}
+    files = _listing(fs, root, f"{split}-")
+    _clean(fs, root, files, len(tasks))
+    markers = _read_markers(
+        fs, root, [f"{t.name}.json" for t in tasks if f"{t.name}.json" in files]
+    )
+    committed = {
+        t.index: _valid(markers.get(f"{t.name}.json"), t, files.get(f"{t.name}.tar")) for t in tasks
+    }
     todo = [t for t in tasks if committed[t.index] is None and (only is None or t.index in only)]
     if todo and only is None:
         manifest = _load_manifest(fs, root)
@@ -379,12 +289,15 @@ def build_split(
             _save_manifest(fs, root, manifest)  # never list shards that are being replaced
     bar = _progress(cfg, split, len(refs), len(tasks), len(tasks) - len(todo))
     built: dict[int, dict] = {}
+    task_seconds: dict[str, float] = {}  # summed over tasks: wall and CPU time
 
     def on_done(result: dict) -> None:
         stats = result["stats"]
         if result["payload"] is not None:
             commit_shard(cfg.shards.out, stats["name"][:-4], result["payload"], stats)
         built[stats["shard"]] = stats
+        for k, v in result["seconds"].items():
+            task_seconds[k] = task_seconds.get(k, 0.0) + v
         bar.update(stats["inputs"])
         bar.rejects += len(stats["rejected"])
         bar.set_postfix(shards=f"{bar.done + len(built)}/{len(tasks)}", rejects=bar.rejects)
@@ -397,7 +310,7 @@ def build_split(
     )  # fmt: skip
     bar.close()
     fs.invalidate_cache()  # workers wrote here: drop cached listings (s3fs)
-    _clean(fs, root, split, len(tasks))  # temp files of attempts that died and were retried
+    _clean(fs, root, _listing(fs, root, f"{split}-"), len(tasks))  # dead attempts' temp files
     stats = [built.get(t.index) or committed[t.index] for t in tasks]
     summary = {
         "split": split,
@@ -407,6 +320,7 @@ def build_split(
         "inputs": len(refs),
         "built_inputs": sum(len(t.refs) for t in todo),
         "seconds": time.perf_counter() - start,
+        "task_seconds": task_seconds,
         "source_fingerprint": fingerprint(refs),
         "config_hash": tasks[0].config_hash,
         "code_version": tasks[0].code_version,

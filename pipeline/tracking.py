@@ -107,7 +107,9 @@ class TextBoostCodec(_python_model_base()):
             raise ConfigError(f"pyfunc params mode={mode!r}; choose one of {list(MODES)}")
         rows = model_input.to_dict(orient="records")
         if mode == "decompress":
-            return pd.DataFrame({"image": [png_bytes(self.decompress(r["container"])) for r in rows]})
+            return pd.DataFrame(
+                {"image": [png_bytes(self.decompress(r["container"])) for r in rows]}
+            )
         out = []
         for r in rows:
             words = _words_from_json(r.get("words"))
@@ -242,7 +244,9 @@ def _score(tags: dict, metric: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def champion_decision(candidate_tags: dict, champion_tags: dict | None, cfg: MlflowConfig) -> tuple[bool, str]:
+def champion_decision(
+    candidate_tags: dict, champion_tags: dict | None, cfg: MlflowConfig
+) -> tuple[bool, str]:
     """(move champion?, why): the candidate must fit the bpp budget and beat the champion's
     ``champion_metric`` measured on the same evaluation set."""
     metric = cfg.champion_metric
@@ -279,15 +283,32 @@ def maybe_promote(mlflow_cfg: MlflowConfig, version: str) -> dict:
 
 def promote(mlflow_cfg: MlflowConfig, version: str, alias: str = CHAMPION) -> None:
     """Set ``alias`` on ``version`` by hand (the registry CLI)."""
+    from mlflow.exceptions import MlflowException
+
     c = client(mlflow_cfg)
-    c.get_model_version(mlflow_cfg.registered_model, str(version))  # raises if it does not exist
+    try:
+        c.get_model_version(mlflow_cfg.registered_model, str(version))
+    except MlflowException:
+        raise ConfigError(
+            f"{mlflow_cfg.registered_model} has no version {version!r} in "
+            f"{mlflow_cfg.tracking_uri}; see `textboost registry list`"
+        ) from None
     c.set_registered_model_alias(mlflow_cfg.registered_model, alias, str(version))
 
 
 def list_versions(mlflow_cfg: MlflowConfig) -> list[dict]:
     """Registered versions, newest first: version, aliases, run id, key metrics."""
+    from mlflow.exceptions import MlflowException
+
     c = client(mlflow_cfg)
     name = mlflow_cfg.registered_model
+    try:
+        aliases = dict(c.get_registered_model(name).aliases or {})
+    except MlflowException:
+        return []  # nothing registered under this name yet
+    by_version: dict[str, list[str]] = {}
+    for alias, v in aliases.items():
+        by_version.setdefault(str(v), []).append(alias)
     versions = c.search_model_versions(f"name = '{name}'")
     out = []
     for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
@@ -299,10 +320,90 @@ def list_versions(mlflow_cfg: MlflowConfig) -> list[dict]:
         out.append(
             {
                 "version": str(v.version),
-                "aliases": sorted(v.aliases),
+                "aliases": sorted(by_version.get(str(v.version), [])),
                 "run_id": v.run_id,
                 "created": v.creation_timestamp,
                 "metrics": metrics,
             }
         )
+    return out
+
+
+# ---------------------------------------------------------------- evaluation runs
+
+
+def log_summary(summary: dict) -> None:
+    """Mean metrics of an evaluation summary as ``<method>.<metric>``, step = model index."""
+    import mlflow
+
+    steps = {label: i for i, label in enumerate(summary["models"])}
+    for entry in summary["means"]:
+        values = {
+            f"{entry['method']}.{k}": float(v)
+            for k, v in entry.items()
+            if k not in ("model", "method") and isinstance(v, int | float) and math.isfinite(v)
+        }
+        mlflow.log_metrics(values, step=steps.get(entry["model"], 0))
+    mlflow.log_metrics(
+        {"seconds_per_image": summary["seconds_per_image"], "images": summary["images"]}
+    )
+    mlflow.set_tag(f"{TAG}lpips", summary["lpips"])
+
+
+def _dict_hash(d: dict | None) -> str:
+    import hashlib
+
+    if not d:
+        return ""
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def version_tags(summary: dict, label: str, run_id: str) -> dict:
+    """Registry tags of one evaluated model: its TextBoost metrics and its lineage."""
+    meta = summary["model_meta"][label]
+    point = next(m for m in summary["means"] if m["model"] == label and m["method"] == "textboost")
+    tags = {
+        f"{TAG}metric.{k}": v
+        for k, v in point.items()
+        if k not in ("model", "method") and isinstance(v, int | float) and math.isfinite(v)
+    }
+    tags.update(
+        {
+            f"{TAG}eval_fingerprint": summary["eval_fingerprint"],
+            f"{TAG}eval_run_id": run_id,
+            f"{TAG}model_identity": meta.get("model_identity") or "",
+            f"{TAG}manifest_sha256": meta.get("manifest_sha256") or "",
+            f"{TAG}config_hash": _dict_hash(meta.get("run_config")),
+            f"{TAG}stage": meta.get("stage") if meta.get("stage") is not None else "",
+            f"{TAG}source_checkpoint": meta["uri"],
+        }
+    )
+    return tags
+
+
+def register_evaluated(cfg, summary: dict) -> list[dict]:
+    """Log each evaluated checkpoint (not already a ``models:/`` URI) as a pyfunc in the
+    active run, register it, tag it, and apply the alias policy. Returns one dict per version."""
+    import mlflow
+
+    run_id = mlflow.active_run().info.run_id
+    out = []
+    for label in summary["models"]:
+        meta = summary["model_meta"][label]
+        if meta["uri"].startswith("models:/"):
+            continue
+        info = log_codec_model(
+            meta["uri"],
+            name=f"codec-{label}",
+            registered_model=cfg.mlflow.registered_model,
+            model_config={
+                "t_test": cfg.data.filter.t_test,
+                "side_info_format": cfg.shards.side_info_format,
+            },
+        )
+        version = str(info.registered_model_version)
+        tag_version(cfg.mlflow, version, version_tags(summary, label, run_id))
+        decision = maybe_promote(cfg.mlflow, version)
+        out.append({"model": label, "model_uri": info.model_uri, **decision})
     return out

@@ -331,23 +331,49 @@ def manifest_sha256(shards_url: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def absolute_url(url: str) -> str:
+    """Local paths made absolute (workers have another working directory); URLs kept."""
+    return url if "://" in url else os.path.abspath(url)
+
+
 def storage_root(tcfg: TrainConfig) -> str:
-    """Ray's storage path: local paths made absolute, URLs (s3://, gs://, ...) kept."""
-    path = tcfg.storage_path
-    return path if "://" in path else os.path.abspath(path)
+    """Ray's storage path (local or any pyarrow/fsspec URL: s3://, gs://, ...)."""
+    return absolute_url(tcfg.storage_path)
 
 
 def unique_run_name(stage: int) -> str:
     return f"stage{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def open_mlflow_run(cfg: TextBoostConfig, run_name: str, tags: dict) -> str:
+def absolute_tracking_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (workers run elsewhere)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        path = Path(uri[len(prefix) :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"{prefix}{path}"
+    return uri
+
+
+def _experiment_id(client, name: str, tracking_uri: str) -> str:
+    """The experiment's id; a new one on a sqlite store keeps its artifacts next to the
+    database (MLflow's default, ``./mlruns`` in the current directory, would mix stores)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        location = (db.parent / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def open_mlflow_run(cfg: TextBoostConfig, run_name: str, tags: dict, tracking_uri: str) -> str:
     """Create the MLflow run, or reopen the one of an earlier launch with this run name."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(cfg.mlflow.tracking_uri)
-    exp = client.get_experiment_by_name(cfg.mlflow.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment)
+    client = MlflowClient(tracking_uri)
+    exp_id = _experiment_id(client, cfg.mlflow.experiment, tracking_uri)
     found = client.search_runs(
         [exp_id], filter_string=f"tags.`{TAG}ray_run_name` = '{run_name}'", max_results=1
     )
@@ -392,19 +418,26 @@ def run_training(cfg: TextBoostConfig) -> dict:
     if tcfg.checkpoint_every < 1 or tcfg.steps_per_epoch < 1 or tcfg.epochs < 1:
         raise ConfigError("train.checkpoint_every, steps_per_epoch and epochs must be >= 1")
     run_name, root = tcfg.run_name or unique_run_name(tcfg.stage), storage_root(tcfg)
-    urls = shard_list(tcfg.shards, "train")
+    shards = absolute_url(tcfg.shards)  # Ray workers run in their own working directory
+    urls = shard_list(shards, "train")
     tags = {
-        f"{TAG}manifest_sha256": manifest_sha256(tcfg.shards),
+        f"{TAG}manifest_sha256": manifest_sha256(shards),
         f"{TAG}config_hash": config_hash(cfg),
         f"{TAG}git_commit": git_commit(),
         "mlflow.source.git.commit": git_commit(),
         f"{TAG}stage": tcfg.stage,
         f"{TAG}storage": f"{root}/{run_name}",
     }
-    run_id = open_mlflow_run(cfg, run_name, tags)
+    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
+    run_id = open_mlflow_run(cfg, run_name, tags, tracking_uri)
+    worker_cfg = to_dict(cfg)  # as resolved for the workers (and recorded in checkpoints)
+    worker_cfg["train"].update(run_name=run_name, shards=shards, storage_path=root)
+    init = tcfg.init_checkpoint
+    if init and ":/" not in init:  # a local path (not runs:/, models:/, s3://, ...)
+        worker_cfg["train"]["init_checkpoint"] = os.path.abspath(init)
     args = {
-        "cfg": to_dict(cfg), "urls": urls, "run_name": run_name, "mlflow_run_id": run_id,
-        "tracking_uri": cfg.mlflow.tracking_uri, "experiment_dir": f"{root}/{run_name}",
+        "cfg": worker_cfg, "urls": urls, "run_name": run_name, "mlflow_run_id": run_id,
+        "tracking_uri": tracking_uri, "experiment_dir": f"{root}/{run_name}",
         "manifest_sha": tags[f"{TAG}manifest_sha256"],
     }  # fmt: skip
     if not ray.is_initialized():
@@ -422,7 +455,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
             checkpoint_config=CheckpointConfig(num_to_keep=tcfg.keep_checkpoints),
         ),
     )
-    client = MlflowClient(cfg.mlflow.tracking_uri)
+    client = MlflowClient(tracking_uri)
     try:
         result = trainer.fit()
         if result.checkpoint is None:

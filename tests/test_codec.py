@@ -208,6 +208,7 @@ def test_foreign_and_corrupt_checkpoints(model, tmp_path):
             load_checkpoint(path)
 
 
+@pytest.mark.slow  # MLflow sqlite store setup: ~5-15 s
 def test_checkpoint_from_mlflow_run_uri(model, tmp_path):
     mlflow = pytest.importorskip("mlflow")
     prev = mlflow.get_tracking_uri()
@@ -350,6 +351,7 @@ def test_cli_errors_are_textboost_errors(model, tmp_path):
     )
 
 
+@pytest.mark.slow  # RapidOCR model load + inference: ~5-12 s
 def test_cli_compress_with_rapidocr(model, tmp_path, capsys):
     pytest.importorskip("rapidocr_onnxruntime")
     from jobs import compress

@@ -198,16 +198,22 @@ def test_verify_and_rebuild_check_detect_tampering(reference, tmp_path, capsys):
     assert "train-000002.tar: rebuilt bytes differ" in capsys.readouterr().err
 
 
-def test_driver_killed_midway_then_rerun_gives_the_same_bytes(ray_cluster, data, reference, tmp_path):
+def test_driver_killed_midway_then_rerun_gives_the_same_bytes(
+    ray_cluster, data, reference, tmp_path
+):
     out = tmp_path / "interrupted"
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text("{}\n")
     args = _overrides(data, str(out), **{"shards.max_in_flight": 1, "shards.samples_per_shard": 1})
     env = {**os.environ, "RAY_ADDRESS": ray_cluster, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "jobs.shards", "build", str(cfg_file), *args, "--split", "train"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 60
-    while not list(out.glob("train-*.json")) and proc.poll() is None and time.monotonic() < deadline:
+    while (
+        not list(out.glob("train-*.json")) and proc.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     stderr = proc.communicate()[1].decode()
@@ -260,8 +266,14 @@ def test_cli_build_to_memory_output(ray_cluster, data, reference, tmp_path):
     url = "memory://textboost-test/shards"
     assert shards_job.main(["build", str(cfg_file), *_overrides(data, url)]) == 0
     fs = fsspec.filesystem("memory")
-    for shard in read_manifest(url)["splits"]["train"]["shards"] + read_manifest(url)["splits"]["val"]["shards"]:
-        assert fs.cat(f"/textboost-test/shards/{shard['name']}") == (reference / shard["name"]).read_bytes()
+    for shard in (
+        read_manifest(url)["splits"]["train"]["shards"]
+        + read_manifest(url)["splits"]["val"]["shards"]
+    ):
+        assert (
+            fs.cat(f"/textboost-test/shards/{shard['name']}")
+            == (reference / shard["name"]).read_bytes()
+        )
     assert verify_shards(url)["ok"]
     assert shard_urls(url, "val")[0] == f"{url}/val-000000.tar"
 
@@ -276,6 +288,9 @@ def test_s3_output(ray_cluster, s3_endpoint, data, reference):
     manifest = _build(data, url)
     assert manifest["splits"]["train"]["count"] == N_IMAGES
     for shard in manifest["splits"]["train"]["shards"]:
-        assert fs.cat(f"textboost-shards/run1/{shard['name']}") == (reference / shard["name"]).read_bytes()
+        assert (
+            fs.cat(f"textboost-shards/run1/{shard['name']}")
+            == (reference / shard["name"]).read_bytes()
+        )
     assert verify_shards(url)["ok"]
     assert not [p for p in fs.find("textboost-shards/run1") if ".tmp-" in p]

@@ -55,6 +55,15 @@ def keep_word(word: Word, t: float) -> tuple[bool, str | None]:
     return True, None
 
 
+REASON_KINDS = ("illegible", "no characters", "invalid geometry", "avg char area")
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a drop reason, without its numbers (for counting rejects)."""
+    kind = next((k for k in REASON_KINDS if reason.startswith(k)), reason)
+    return "avg char area > T" if kind == "avg char area" else kind
+
+
 def repaired(word: Word) -> Word:
     """The word with its polygon repaired when it was invalid (unchanged otherwise)."""
     poly, note = repair_polygon(word.polygon)

@@ -282,7 +282,9 @@ def rasterize_polygon(
     lo, hi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
     crosses = (ys[:, None] >= lo[None]) & (ys[:, None] < hi[None])  # (R, E)
     dy = np.where(b[:, 1] == a[:, 1], 1.0, b[:, 1] - a[:, 1])
-    xs = a[None, :, 0] + (ys[:, None] - a[None, :, 1]) * ((b[:, 0] - a[:, 0]) / dy)[None]
+    with np.errstate(over="ignore", invalid="ignore"):  # only crossing edges are kept
+        t = (ys[:, None] - a[None, :, 1]) / dy[None]  # in [0, 1) where the edge is crossed
+        xs = a[None, :, 0] + t * (b[:, 0] - a[:, 0])[None]
     xs = np.sort(np.where(crosses, xs, np.inf), axis=1)  # crossings left to right, (R, E)
     # a span [xa, xb) holds pixel i when its centre i + 0.5 does: ceil(xa - .5) <= i < ceil(xb - .5)
     cols = np.ceil(xs - 0.5)

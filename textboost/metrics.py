@@ -65,7 +65,8 @@ def msssim_scales(short_side: int) -> int:
 def _as_tensor(arr: np.ndarray):
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].double() / 255.0
+    x = torch.from_numpy(np.array(arr, dtype=np.float64))  # HxWx3, a writable copy
+    return x.permute(2, 0, 1)[None] / 255.0  # 1x3xHxW in [0, 1]
 
 
 def ms_ssim(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float | None:

@@ -144,7 +144,7 @@ class TextOCRIndex:
             info = ImageInfo(
                 str(obj["id"]), int(obj["width"]), int(obj["height"]), str(obj["file_name"])
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise AnnotationError(f"{self.source}: malformed image entry {obj!r}: {exc}") from None
         if info.width <= 0 or info.height <= 0:
             raise AnnotationError(f"{self.source}: image {info.image_id!r} has size <= 0")
@@ -197,14 +197,16 @@ def read_textocr(source: Source, *, strict: bool = False) -> TextOCRIndex:
 
 
 def _looks_like_content(source: str) -> bool:
-    return "\n" in source or source.count(",") >= 8 or not source.strip()
+    return (
+        "\n" in source or source.count(",") >= 8 or source.startswith("\ufeff") or not source.strip()
+    )
 
 
 def read_icdar2015_gt(source: Source, name: str | None = None) -> list[Word]:
     """Words of one ICDAR 2015 ground-truth file.
 
-    ``source`` is the file's bytes, its decoded text (anything with a newline or >= 8
-    commas, or empty) or an fsspec URL.
+    ``source`` is the file's bytes, its decoded text (anything with a newline, >= 8 commas
+    or a BOM, or empty) or an fsspec URL.
     """
     if isinstance(source, str) and _looks_like_content(source):
         text, label = source, name or "<text>"

@@ -11,7 +11,7 @@ Its size counts in every reported bpp. One version byte selects the format:
   columns of varints (centres delta coded) then UTF-8 texts, the columns compressed by
   the stdlib compressor ``m`` that gives the fewest bytes for this message (0 stored,
   1 raw deflate, 2 raw LZMA2, 3 bz2). Image size and word count stay uncompressed, so an
-  empty word list costs 5 bytes.
+  empty word list costs a few bytes (6 for 1024 x 768).
 
 Decoding is bounded: word count, points per word, text length, decompressed size and
 coordinates are capped; anything corrupt, truncated or hostile raises ``SideInfoError``.

@@ -1,0 +1,120 @@
+"""``python -m jobs.bench_train [CONFIG] [key=value ...]``: training images/s, plain vs Ray.
+
+Measures the same model, loader and optimisation step (``pipeline.training.Stepper``) three
+ways on CPU: a plain single-process torch loop, and Ray Train DDP with 1 and 2 workers.
+Throughput is the harmonic mean of per-step images/s after ``--warmup`` steps (each step's
+time includes waiting for its batch), so it is total images / total time in every case. The
+Ray overhead is ``1 - ray(1 worker) / plain(1 thread)``, as Ray gives a 1-CPU worker one
+thread. Without CONFIG a small hyperprior setup on synthetic shards is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+DEFAULTS = [
+    "workdir=runs/bench_train", "model.backbone=hyperprior", "model.N=32", "model.M=32",
+    "train.crop_size=128", "train.batch_size=4", "train.loader_workers=1",
+    "train.lr_schedule=constant", "data.synth.images=32", "data.synth.min_side=160",
+    "data.synth.max_side=320", "shards.samples_per_shard=8", "shards.executor=local",
+    "shards.progress=false", "ray.num_cpus=2", "mlflow.experiment=bench_train",
+]  # fmt: skip
+
+
+def ensure_shards(cfg) -> None:
+    """Build the synthetic training shards unless ``train.shards`` already holds some."""
+    from pipeline.shards import build_shards, read_manifest
+    from textboost.errors import ShardError
+
+    try:
+        read_manifest(cfg.train.shards)
+    except ShardError:
+        build_shards(cfg, "train")
+
+
+def plain_loop(cfg, steps: int, warmup: int, threads: int) -> list[float]:
+    """Per-step images/s of a single-process loop (no Ray, no DDP)."""
+    import torch
+
+    from pipeline.loader import LoaderSpec, make_loader, shard_list
+    from pipeline.training import Stepper
+    from textboost.model import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    t = cfg.train
+    stepper = Stepper(build_model(cfg.model), t, torch.device("cpu"), steps + warmup)
+    spec = LoaderSpec(shard_list(t.shards), t.batch_size, t.crop_size, cfg.seed,
+                      num_workers=t.loader_workers, with_mask=t.stage == 2)  # fmt: skip
+    rates, tick = [], time.perf_counter()
+    for batch in make_loader(spec, steps + warmup):
+        stepper.step(batch)
+        now = time.perf_counter()
+        rates.append(t.batch_size / (now - tick))
+        tick = now
+    return rates[warmup:]
+
+
+def ray_run(cfg, steps: int, warmup: int, workers: int) -> tuple[list[float], float]:
+    """Per-step images/s (rank 0, all ranks' images) of a Ray Train run; and its wall time."""
+    import dataclasses
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.training import run_training
+
+    train = dataclasses.replace(
+        cfg.train, num_workers=workers, epochs=1, steps_per_epoch=steps + warmup,
+        checkpoint_every=steps + warmup, run_name=f"bench-{workers}w-{time.time_ns()}",
+    )  # fmt: skip
+    start = time.perf_counter()
+    result = run_training(dataclasses.replace(cfg, train=train))
+    wall = time.perf_counter() - start
+    history = MlflowClient(cfg.mlflow.tracking_uri).get_metric_history(
+        result["run_id"], "train.images_per_s"
+    )
+    return [h.value for h in sorted(history, key=lambda h: h.step)][warmup:], wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.bench_train", description=__doc__)
+    parser.add_argument("config", nargs="?", help="YAML config (default: built-in small setup)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    args = parser.parse_args(argv)
+    if args.config and "=" in args.config:  # no CONFIG, only overrides
+        args.overrides, args.config = [args.config, *args.overrides], None
+
+    import ray
+
+    from textboost.config import load_config
+
+    cfg = load_config(args.config, [*([] if args.config else DEFAULTS), *args.overrides])
+    ensure_shards(cfg)
+    t = cfg.train
+    print(f"model {cfg.model.backbone} N={cfg.model.N} M={cfg.model.M}, crop {t.crop_size}, "
+          f"batch {t.batch_size}/worker, loader_workers {t.loader_workers}, "
+          f"{args.steps} timed steps after {args.warmup}, {os.cpu_count()} CPUs")  # fmt: skip
+    hmean = statistics.harmonic_mean
+    rows = [(f"plain torch, {n} thread(s)", hmean(plain_loop(cfg, args.steps, args.warmup, n)), None)
+            for n in (1, 2)]  # fmt: skip
+    ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False)
+    for workers in (1, 2):
+        rates, wall = ray_run(cfg, args.steps, args.warmup, workers)
+        rows.append((f"Ray Train DDP, {workers} worker(s)", hmean(rates), wall))
+    ray.shutdown()
+    for name, rate, wall in rows:
+        extra = f"  (run wall time incl. start-up {wall:.1f} s)" if wall else ""
+        print(f"{name:32s} {rate:8.2f} images/s{extra}")
+    overhead = 1 - rows[2][1] / rows[0][1]
+    print(f"Ray overhead, 1 worker vs plain 1 thread: {overhead * 100:+.1f} % (target <= 5 %)")
+    print(f"2-worker DDP scaling vs 1 worker: {rows[3][1] / rows[2][1]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""Evaluation on a tiny synthetic TextOCR-format set with a tiny untrained hyperprior model:
+real containers, reproducible outputs, baselines, F1, crops, plots (pipeline.evaluation)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from textboost.config import ModelConfig, load_config
+from textboost.errors import TextBoostError
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    from textboost.checkpoint import save_checkpoint
+    from textboost.model import build_model
+    from textboost.synth import generate
+
+    root = tmp_path_factory.mktemp("eval")
+    generate(root / "set", 2, 7, fmt="textocr", max_side=256, min_side=192, words=(4, 8))
+    torch.manual_seed(0)
+    mc = ModelConfig(backbone="hyperprior", N=16, M=24)
+    save_checkpoint(root / "model.pt", build_model(mc), mc)
+    return {"root": root, "images": root / "set" / "images", "ann": root / "set" / "textocr.json"}
+
+
+def _cfg(data: dict, out: str, *extra: str):
+    return load_config(
+        None,
+        [
+            f"workdir={data['root']}",
+            f"eval.models=[{data['root'] / 'model.pt'}]",
+            "eval.dataset.kind=textocr",
+            f"eval.dataset.images={data['images']}",
+            f"eval.dataset.annotations={data['ann']}",
+            "eval.baselines=[jpeg,webp,backbone]",
+            "eval.crops=1",
+            "eval.track=false",
+            "eval.register=false",
+            f"eval.out={out}",
+            *extra,
+        ],
+    )
+
+
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def twice(data) -> tuple:
+    from pipeline.evaluation import run_evaluation
+
+    a = run_evaluation(_cfg(data, str(data["root"] / "out_a")))
+    b = run_evaluation(_cfg(data, str(data["root"] / "out_b")))
+    return a, b
+
+
+def test_two_runs_give_identical_results(data, twice):
+    a_dir, b_dir = data["root"] / "out_a", data["root"] / "out_b"
+    for rel in ["per_image.csv", "summary.csv", "rejected.jsonl"] + [
+        f"results/{m}.json" for m in ("textboost", "backbone", "jpeg", "webp")
+    ]:
+        assert (a_dir / rel).read_bytes() == (b_dir / rel).read_bytes(), rel
+    crops = sorted(p.name for p in (a_dir / "crops").iterdir())
+    assert len(crops) == 1
+    assert (a_dir / "crops" / crops[0]).read_bytes() == (b_dir / "crops" / crops[0]).read_bytes()
+    assert twice[0]["means"] == twice[1]["means"]
+
+
+def test_results_schema_and_rates_come_from_real_containers(data, twice):
+    from textboost import container
+    from textboost.checkpoint import load_checkpoint
+    from textboost.codec import encode_image
+    from textboost.filtering import filter_words
+    from textboost.ocr import read_textocr
+
+    out = data["root"] / "out_a"
+    res = json.loads((out / "results" / "textboost.json").read_text())
+    assert res["name"] == "TextBoost" and res["models"] == ["m0"]
+    for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "det_f1", "e2e_f1"):
+        assert len(res["results"][key]) == 1 and isinstance(res["results"][key][0], float)
+    assert res["results"]["lpips"] == [None]  # no LPIPS weights on this machine: never a number
+    assert twice[0]["lpips"] == "n/a"
+
+    rows = _rows(out / "per_image.csv")
+    assert sorted({r["method"] for r in rows}) == [
+        "backbone",
+        "jpeg",
+        "original",
+        "textboost",
+        "webp",
+    ]
+    assert len(rows) == 2 * 5
+    # re-encode the first image exactly as the evaluation did: same container bytes -> same bpp
+    index = read_textocr(str(data["ann"]))
+    image_id = index.image_ids()[0]
+    file_name = index.info(image_id).file_name.rsplit("/", 1)[-1]
+    image = Image.open(data["images"] / file_name).convert("RGB")
+    kept, _ = filter_words(index.words(image_id), 800.0)
+    model, _ = load_checkpoint(data["root"] / "model.pt")
+    blob = encode_image(model, image, kept, "compact")
+    px = image.width * image.height
+    key = f"textocr_{image_id}"
+    by = {r["method"]: r for r in rows if r["key"] == key}
+    assert float(by["textboost"]["bpp"]) == pytest.approx(len(blob) * 8 / px, rel=1e-12)
+    side = len(container.unpack(blob).side_info) * 8 / px
+    assert float(by["textboost"]["bpp_side_info"]) == pytest.approx(side, rel=1e-12)
+    assert kept and float(by["backbone"]["bpp"]) < float(by["textboost"]["bpp"])
+    assert float(by["backbone"]["bpp_image"]) == float(by["textboost"]["bpp_image"])  # same strings
+    for codec in ("jpeg", "webp"):  # matched to TextBoost's bpp, or the lowest quality if above
+        r = by[codec]
+        assert float(r["bpp"]) <= float(by["textboost"]["bpp"]) or r["quality"] in ("0", "1")
+    for r in rows:
+        for k in ("det_f1", "e2e_f1"):
+            assert 0.0 <= float(r[k]) <= 1.0
+        assert r["lpips"] == ""
+
+
+def test_summary_counts_and_figures(data, twice):
+    summary = twice[0]
+    means = {(m["model"], m["method"]): m for m in summary["means"]}
+    original = means[("-", "original")]
+    per_image = [
+        r for r in _rows(data["root"] / "out_a" / "per_image.csv") if r["method"] == "original"
+    ]
+    assert original["det_tp"] == sum(int(r["det_tp"]) for r in per_image)  # global, not mean of F1
+    assert original["n_gt"] > 0 and original["det_f1"] > 0.3  # the originals are readable
+    assert summary["images"] == 2 and summary["rejected"] == 0
+    png = Image.open(data["root"] / "out_a" / "rd_curves.png")
+    assert png.size == (1000, 800)
+    crop = next((data["root"] / "out_a" / "crops").iterdir())
+    sheet = Image.open(crop)
+    # original, JPEG, backbone, TextBoost, guidance map (WebP shown only without JPEG)
+    assert sheet.width == 5 * (sheet.height - 14 + 4)
+
+
+def test_cli_on_a_folder_without_ground_truth_records_rejects(data, capsys):
+    from textboost.cli import main
+
+    folder = data["root"] / "folder"
+    folder.mkdir()
+    for p in sorted(data["images"].iterdir())[:1]:
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    cfg_file = data["root"] / "folder.yaml"
+    cfg_file.write_text(
+        "eval:\n  dataset:\n    kind: folder\n  ocr: auto\n  baselines: [jpeg]\n  crops: 0\n"
+        "  track: false\n  register: false\n"
+    )
+    out = data["root"] / "out_folder"
+    rc = main(
+        [
+            "evaluate", str(cfg_file), f"workdir={data['root']}",
+            f"eval.models=[{data['root'] / 'model.pt'}]", f"eval.dataset.images={folder}",
+            f"eval.out={out}",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "textboost" in printed and "n/a" in printed and "1 rejected" in printed
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 1 and "broken" in rejected[0]["key"]
+    rows = _rows(out / "per_image.csv")
+    assert {r["method"] for r in rows} == {"textboost", "jpeg"}
+    assert all(r["det_f1"] == "" for r in rows)  # no ground truth: F1 not available
+
+
+def test_bad_inputs_raise_clear_errors(data):
+    from pipeline.evaluation import run_evaluation
+    from textboost.errors import CheckpointError, ConfigError
+
+    with pytest.raises(TextBoostError, match="eval.models is empty"):
+        run_evaluation(_cfg(data, str(data["root"] / "x"), "eval.models=[]"))
+    with pytest.raises(CheckpointError):
+        run_evaluation(_cfg(data, str(data["root"] / "x"), "eval.models=[/nonexistent/model.pt]"))
+    with pytest.raises(ConfigError, match="eval.baselines"):
+        _cfg(data, "x", "eval.baselines=[vtm]")
