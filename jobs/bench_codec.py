@@ -3,8 +3,9 @@
 For each backbone (hyperprior, ELIC; random weights are fine for timing) it prints encode and
 decode milliseconds per megapixel for the backbone alone (compressai ``compress`` /
 ``decompress``) and for the full TextBoost codec (``encode_image`` / ``decode_container``:
-side info, container, guidance rendering and fusion block included), the fusion block's share
-of decode time (target <= 10 %), the container overhead in bytes, and the PSNR between fused
+side info, container, guidance rendering and fusion block included), the fusion block alone
+(sparse inference path, and dense for comparison) and its share of decode time (target
+<= 10 %), the container overhead in bytes, and the PSNR between fused
 and backbone output for an all-zero guidance map (gated block: identical, i.e. inf dB).
 """
 
@@ -70,6 +71,9 @@ def bench_backbone(kind: str, n: int, m: int, image, words, repeats: int) -> dic
         )
         x_base = dec["x_hat"][..., : image.height, : image.width].contiguous()
         t_fusion, _ = _timed(lambda: model.fusion_block(x_base, g), repeats)
+        model.fusion_block.sparse_inference = False
+        t_dense, _ = _timed(lambda: model.fusion_block(x_base, g), repeats)
+        model.fusion_block.sparse_inference = True
         t_guid, _ = _timed(lambda: guidance_tensor(words, image.height, image.width), repeats)
         zero = torch.zeros_like(g)
         gated = float(_psnr(model.fusion_block(x_base, zero), x_base))
@@ -86,6 +90,7 @@ def bench_backbone(kind: str, n: int, m: int, image, words, repeats: int) -> dic
         "dec_bb": 1e3 * t_dec_bb / mp,
         "dec_tb": 1e3 * t_dec_tb / mp,
         "fusion": 1e3 * t_fusion / mp,
+        "fusion_dense": 1e3 * t_dense / mp,
         "guidance": 1e3 * t_guid / mp,
         "fusion_share": 100 * t_fusion / t_dec_tb,
         "overhead_bytes": d["overhead_bytes"],
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'backbone':26} {'enc bb':>8} {'enc TB':>8} {'dec bb':>8} {'dec TB':>8} "
-        f"{'fusion':>7} {'render':>7} {'fus %dec':>8} {'cont B':>6} {'side B':>6} "
+        f"{'fusion':>7} {'dense':>7} {'render':>7} {'fus %dec':>8} {'cont B':>6} {'side B':>6} "
         f"{'img B':>7} {'PSNR0 gated/ungated':>20}"
     )
     print(header)
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         r = bench_backbone(kind, int(n), int(m), image, words, args.repeats)
         print(
             f"{r['backbone']:26} {r['enc_bb']:8.0f} {r['enc_tb']:8.0f} {r['dec_bb']:8.0f} "
-            f"{r['dec_tb']:8.0f} {r['fusion']:7.0f} {r['guidance']:7.0f} "
+            f"{r['dec_tb']:8.0f} {r['fusion']:7.0f} {r['fusion_dense']:7.0f} {r['guidance']:7.0f} "
             f"{r['fusion_share']:7.1f}% {r['overhead_bytes']:6d} {r['side_info_bytes']:6d} "
             f"{r['image_bytes']:7d} {r['psnr_zero_gated']:>9.1f}/{r['psnr_zero_ungated']:.1f} dB"
         )

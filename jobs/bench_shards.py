@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--max-side", type=int, default=1024)
     parser.add_argument("--samples-per-shard", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2, help="best of N per setting")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N per setting")
     parser.add_argument("--data", default="runs/bench_shards/data")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -104,27 +104,29 @@ def main(argv: list[str] | None = None) -> int:
     n = args.images
     stages = _stages(cfg)
     ensure_ray(cfg.ray)
-    results, digests = {}, {}
+    settings = {
+        "plain loop": {"executor": "local", "max_in_flight": 1},
+        "ray 1 worker": {"executor": "ray", "max_in_flight": 1},
+        "ray 2 workers": {"executor": "ray", "max_in_flight": 2},
+    }
+    best: dict[str, dict] = {}
+    digests: dict[str, list] = {}
     with tempfile.TemporaryDirectory() as tmp:
         _run(cfg, Path(tmp, "warmup"), executor="ray", max_in_flight=2)  # start the workers
-        settings = {
-            "plain loop": {"executor": "local", "max_in_flight": 1},
-            "ray 1 worker": {"executor": "ray", "max_in_flight": 1},
-            "ray 2 workers": {"executor": "ray", "max_in_flight": 2},
-        }
-        for name, shards in settings.items():
-            best: dict = {}
-            for r in range(args.repeats):
+        for r in range(args.repeats):  # interleaved, so load changes hit every setting alike
+            for name, shards in settings.items():
                 summary, stats = _run(cfg, Path(tmp, f"{name}-{r}".replace(" ", "_")), **shards)
-                if not best or summary["seconds"] < best["seconds"]:
-                    best = summary
+                if name not in best or summary["seconds"] < best[name]["seconds"]:
+                    best[name] = summary
                 digests[name] = sorted((k, s["sha256"]) for k, s in stats.items())
-            workers = shards["max_in_flight"]
-            results[name] = {
-                "samples_per_s": n / best["seconds"],
-                "per_core": n / best["seconds"] / workers,
-                "per_cpu_second": n / best["task_seconds"]["cpu"],
-            }
+    results = {
+        name: {
+            "samples_per_s": n / best[name]["seconds"],
+            "per_core": n / best[name]["seconds"] / shards["max_in_flight"],
+            "per_cpu_second": n / best[name]["task_seconds"]["cpu"],
+        }
+        for name, shards in settings.items()
+    }
     plain, one, two = (results[k]["samples_per_s"] for k in settings)
     total = sum(s["bytes"] for s in stats.values())
     fields: dict[str, int] = {}

@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -318,7 +319,13 @@ STAGES: dict[str, Stage] = {
 def run_stage(stage: Stage, cfg: TextBoostConfig, done: dict, workdir: str, force: bool) -> dict:
     """Skip, resume or run one stage; returns its state (with ``outputs``)."""
     state = StageState.load(workdir, stage.name)
-    key = _sha256_json({"stage": stage.name, **stage.key(cfg, done)})
+    try:
+        key = _sha256_json({"stage": stage.name, **stage.key(cfg, done)})
+    except KeyError as exc:
+        raise ConfigError(
+            f"stage {stage.name} needs the outputs of stage {exc.args[0]}: add it to "
+            "pipeline.stages (or run it once)"
+        ) from None
     same = state.data.get("key") == key
     if same and state.data.get("status") == "done" and not force:
         try:
@@ -335,9 +342,33 @@ def run_stage(stage: Stage, cfg: TextBoostConfig, done: dict, workdir: str, forc
     print(f"  {'resuming' if resuming else 'running'} (state {state.path})", flush=True)
     state.save(key=key, status="running", started=time.time(), skipped=False)
     start = time.perf_counter()
-    outputs = stage.run(cfg, done, state)
+    try:
+        outputs = stage.run(cfg, done, state)
+    except BaseException:
+        print(
+            f"stage {stage.name} failed: fix the cause and rerun the same command; it resumes "
+            f"here (state {state.path})",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
     state.save(status="done", outputs=outputs, seconds=round(time.perf_counter() - start, 1))
     return state.data
+
+
+def ensure_experiment(cfg: TextBoostConfig) -> None:
+    """With a local database store, keep the experiment's artifacts under the workdir
+    (MLflow's default would be ``./mlruns`` in whatever folder the command runs from)."""
+    from mlflow import MlflowClient
+
+    uri = cfg.mlflow.tracking_uri
+    if not uri.startswith("sqlite:") or "://" in cfg.workdir:
+        return
+    Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(cfg.mlflow.experiment) is None:
+        artifacts = Path(cfg.workdir, "mlartifacts").resolve()
+        client.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts.as_uri())
 
 
 def run_pipeline(cfg: TextBoostConfig, force: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -346,6 +377,7 @@ def run_pipeline(cfg: TextBoostConfig, force: tuple[str, ...] = ()) -> dict[str,
     workdir = cfg.workdir
     Path(workdir, STATE_DIR).mkdir(parents=True, exist_ok=True)
     Path(workdir, STATE_DIR, "config.yaml").write_text(to_yaml(cfg))
+    ensure_experiment(cfg)
     done: dict[str, dict] = {}
     states: dict[str, dict] = {}
     todo = [s for s in PIPELINE_STAGES if s in cfg.pipeline.stages]
@@ -357,12 +389,7 @@ def run_pipeline(cfg: TextBoostConfig, force: tuple[str, ...] = ()) -> dict[str,
             continue
         print(f"[{todo.index(name) + 1}/{len(todo)}] {name}", flush=True)
         start = time.perf_counter()
-        try:
-            state = run_stage(STAGES[name], configs[name], done, workdir, name in force)
-        except KeyError as exc:
-            raise ConfigError(
-                f"stage {name} needs the outputs of stage {exc.args[0]}; add it to pipeline.stages"
-            ) from None
+        state = run_stage(STAGES[name], configs[name], done, workdir, name in force)
         state["wall_s"] = round(time.perf_counter() - start, 1)
         done[name], states[name] = state["outputs"], state
         verb = "skipped (up to date)" if state.get("skipped") else "done"

@@ -22,7 +22,10 @@ READ_BUCKETS = ((0.0, 12.0, "<12 px"), (12.0, 30.0, "12-30 px"), (30.0, 1e9, ">3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="textboost synth", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="textboost synth",
+        description="Write the synthetic scene-text set (TextOCR or ICDAR 2015 layout).",
+    )
     p.add_argument("overrides", nargs="*", help="key=value config overrides (with --config)")
     p.add_argument("--config", help="YAML config; its data.synth section gives the defaults")
     p.add_argument("--out", help="output folder (default with --config: <data.root>/synth)")

@@ -180,6 +180,7 @@ class LoaderSpec:
     num_workers: int = 1
     with_mask: bool = True
     shuffle_buffer: int = 64
+    pin_memory: bool = False  # for GPU training
     storage_options: dict = field(default_factory=dict)
 
 
@@ -260,6 +261,7 @@ def make_loader(spec: LoaderSpec, steps: int, epoch_tag: str | int = 0):
         batch_size=None,
         num_workers=spec.num_workers,
         persistent_workers=False,
+        pin_memory=spec.pin_memory,
         prefetch_factor=2 if spec.num_workers > 0 else None,
     )
     return loader.with_epoch(steps)
@@ -290,4 +292,3 @@ def shard_list(shards_url: str, split: str = "train") -> list[str]:
     from pipeline.shards import shard_urls
 
     return list(shard_urls(shards_url, split))
-

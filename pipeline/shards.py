@@ -26,13 +26,15 @@ import sys
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fsspec
+from tqdm import tqdm
 
 from pipeline import executor
 from pipeline.samples import SampleSpec, ShardTask, commit_shard, dumps, run_shard, write_atomic
-from pipeline.sources import SampleRef, fingerprint, list_source
+from pipeline.sources import SampleRef, absolute_url, fingerprint, list_source
 from textboost.config import SourceConfig, TextBoostConfig, to_dict
 from textboost.errors import ConfigError
 
@@ -136,9 +138,10 @@ def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[Sample
     chash = sha256_hex(dumps(settings_of(cfg, split)))
     version = code_version()
     n = cfg.shards.samples_per_shard
+    out = absolute_url(cfg.shards.out)
     tasks = [
         ShardTask(
-            cfg.shards.out,
+            out,
             split,
             i // n,
             tuple(refs[i : i + n]),
@@ -263,8 +266,7 @@ def shard_urls(url: str, split: str) -> list[str]:
     entry = read_manifest(url)["splits"].get(split)
     if entry is None:
         raise ShardError(f"{url}: the manifest has no '{split}' split; build it first")
-    base = url[: -len(MANIFEST)] if url.endswith(MANIFEST) else url
-    return [f"{base.rstrip('/')}/{s['name']}" for s in entry["shards"] if s["count"] > 0]
+    return [f"{_folder(url)}/{s['name']}" for s in entry["shards"] if s["count"] > 0]
 
 
 def build_split(
@@ -287,7 +289,10 @@ def build_split(
         manifest = _load_manifest(fs, root)
         if manifest["splits"].pop(split, None) is not None:
             _save_manifest(fs, root, manifest)  # never list shards that are being replaced
-    bar = _progress(cfg, split, len(refs), len(tasks), len(tasks) - len(todo))
+    skipped = len(tasks) - len(todo)
+    bar = tqdm(total=sum(len(t.refs) for t in todo), desc=f"shards {split}", unit="img",
+               disable=not cfg.shards.progress, dynamic_ncols=True)  # fmt: skip
+    bar.set_postfix(shards=f"{skipped}/{len(tasks)}", rejects=0)
     built: dict[int, dict] = {}
     task_seconds: dict[str, float] = {}  # summed over tasks: wall and CPU time
 
@@ -298,9 +303,11 @@ def build_split(
         built[stats["shard"]] = stats
         for k, v in result["seconds"].items():
             task_seconds[k] = task_seconds.get(k, 0.0) + v
+        rejects = sum(len(s["rejected"]) for s in built.values())
+        bar.set_postfix(
+            shards=f"{skipped + len(built)}/{len(tasks)}", rejects=rejects, refresh=False
+        )
         bar.update(stats["inputs"])
-        bar.rejects += len(stats["rejected"])
-        bar.set_postfix(shards=f"{bar.done + len(built)}/{len(tasks)}", rejects=bar.rejects)
 
     start = time.perf_counter()
     executor.run_tasks(
@@ -316,7 +323,7 @@ def build_split(
         "split": split,
         "shards": len(tasks),
         "built": len(built),
-        "skipped": sum(1 for s in committed.values() if s is not None),
+        "skipped": skipped,
         "inputs": len(refs),
         "built_inputs": sum(len(t.refs) for t in todo),
         "seconds": time.perf_counter() - start,
@@ -326,35 +333,6 @@ def build_split(
         "code_version": tasks[0].code_version,
     }
     return stats, summary
-
-
-class _Bar:
-    """tqdm with a rejects counter (or a silent stand-in when progress is off)."""
-
-    def __init__(self, bar: object | None, done: int) -> None:
-        self.bar, self.done, self.rejects = bar, done, 0
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def set_postfix(self, **kw: object) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(**kw)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress(cfg: TextBoostConfig, split: str, total: int, shards: int, done: int) -> _Bar:
-    if not cfg.shards.progress:
-        return _Bar(None, done)
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=f"shards {split}", unit="img", dynamic_ncols=True)
-    bar.set_postfix(shards=f"{done}/{shards}", rejects=0)
-    return _Bar(bar, done)
 
 
 def build_shards(cfg: TextBoostConfig, split: str) -> dict:
@@ -456,25 +434,30 @@ def _verify_shard(fs: fsspec.AbstractFileSystem, root: str, shard: dict) -> list
     return errors
 
 
-def verify_shards(url: str) -> dict:
+def verify_shards(url: str, threads: int = 8) -> dict:
     """Recompute every shard's sha256, size and sample count against markers and manifest."""
     manifest = read_manifest(url)
-    fs, root = _fs(url[: -len(MANIFEST)] if url.endswith(MANIFEST) else url)
-    report: dict = {"url": url, "shards": 0, "samples": 0, "bytes": 0, "errors": []}
-    listed = {MANIFEST, REJECTED}
-    for entry in manifest["splits"].values():
-        for shard in entry["shards"]:
-            listed.update({shard["name"], shard["name"][:-4] + ".json"})
-            report["errors"] += _verify_shard(fs, root, shard)
-            report["shards"] += 1
-            report["samples"] += shard["count"]
-            report["bytes"] += shard["bytes"]
+    fs, root = _fs(_folder(url))
+    shards = [s for entry in manifest["splits"].values() for s in entry["shards"]]
+    with ThreadPoolExecutor(threads) as pool:  # hashing releases the GIL; reads are I/O
+        errors = [
+            e for errs in pool.map(lambda s: _verify_shard(fs, root, s), shards) for e in errs
+        ]
+    listed = {MANIFEST, REJECTED} | {
+        n for s in shards for n in (s["name"], s["name"][:-4] + ".json")
+    }
     for path in sorted(fs.ls(root, detail=False)):
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name not in listed and (".tmp-" in name or name.split("-", 1)[0] in SPLITS):
-            report["errors"].append(f"{name}: not part of the manifest (partial or stale file)")
-    report["ok"] = not report["errors"]
-    return report
+            errors.append(f"{name}: not part of the manifest (partial or stale file)")
+    return {
+        "url": url,
+        "ok": not errors,
+        "shards": len(shards),
+        "samples": sum(s["count"] for s in shards),
+        "bytes": sum(s["bytes"] for s in shards),
+        "errors": errors,
+    }
 
 
 def config_from_manifest(
@@ -504,8 +487,8 @@ def rebuild_check(
     default a local temp dir, removed afterwards.
     """
     manifest = read_manifest(url)
-    fs, root = _fs(url[: -len(MANIFEST)] if url.endswith(MANIFEST) else url)
-    report: dict = {"url": url, "compared": 0, "errors": []}
+    fs, root = _fs(_folder(url))
+    report: dict = {"url": url, "compared": 0, "errors": [], "notes": []}
     scratch = into or tempfile.mkdtemp(prefix="textboost-rebuild-")
     sfs, sroot = _fs(scratch)
     try:
@@ -518,6 +501,10 @@ def rebuild_check(
             if sha256_hex(dumps(settings_of(cfg, split))) != entry["config_hash"]:
                 report["errors"].append(f"{split}: the stored config does not reproduce its hash")
             stats, summary = build_split(cfg, split, only)
+            if summary["code_version"] != entry["code_version"]:
+                report["notes"].append(
+                    f"{split}: built with code {entry['code_version']}, now {summary['code_version']}"
+                )
             if summary["source_fingerprint"] != entry["source_fingerprint"]:
                 report["errors"].append(f"{split}: the source changed since the build")
             if len(stats) != len(entry["shards"]):

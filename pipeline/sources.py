@@ -13,13 +13,16 @@ in the manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import posixpath
 import re
 import tarfile
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import fsspec
@@ -91,16 +94,21 @@ def list_source(
             "imagenet": _imagenet,
             "folder": _folder,
         }[src.kind]
-        refs = _unique_keys(lister(src, split))
-        mode = _ann_mode(src)
-        if mode != "annotations":
-            refs = [_with_words_from(r, mode) for r in refs]
+        located = dataclasses.replace(
+            src, images=absolute_url(src.images), annotations=absolute_url(src.annotations)
+        )
+        refs = _unique_keys(lister(located, split))
+        if src.ocr != "annotations":  # auto: the OCR engine at build time; none: no words
+            refs = [_with_words_from(r, src.ocr) for r in refs]
     refs.sort(key=lambda r: r.key)
     return refs[: src.limit] if src.limit > 0 else refs
 
 
-def _ann_mode(src: SourceConfig) -> str:
-    return src.ocr  # annotations | auto | none
+def absolute_url(url: str) -> str:
+    """Local paths made absolute (Ray workers need not share the driver's working dir)."""
+    if not url or "://" in url:
+        return url
+    return os.path.abspath(os.path.expanduser(url))
 
 
 def _with_words_from(ref: SampleRef, mode: str) -> SampleRef:
@@ -249,14 +257,13 @@ def _imagenet(src: SourceConfig, split: str) -> list[SampleRef]:
     """ImageNet: class folders of JPEGs, one tar file, or a folder of (per-class) tar files."""
     fs, root = _fs(src.images)
     if fs.isfile(root):
-        return _imagenet_tar(src.images, fs.size(root))
+        return _imagenet_tar(src.images)
     files = _list_files(src.images, split)
     tars = sorted(p for p in files if p.lower().endswith(".tar"))
-    if tars:
-        refs = []
-        for rel in tars:
-            refs.extend(_imagenet_tar(_join(src.images, rel), files[rel]))
-        return refs
+    if tars:  # headers of many tars are read in parallel (I/O bound, e.g. on s3://)
+        with ThreadPoolExecutor(16) as pool:
+            listed = pool.map(_imagenet_tar, [_join(src.images, rel) for rel in tars])
+            return [ref for refs in listed for ref in refs]
     return [
         SampleRef(
             f"imagenet_{_imagenet_id(rel)}",
@@ -276,7 +283,7 @@ def _imagenet_id(member: str) -> str:
     return sanitize_id(posixpath.splitext(posixpath.basename(member))[0])
 
 
-def _imagenet_tar(url: str, size: int) -> list[SampleRef]:
+def _imagenet_tar(url: str) -> list[SampleRef]:
     """Members of one uncompressed tar, by byte offset: the sample reads just its range."""
     refs = []
     try:

@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlflow.pyfunc import PythonModel
+
 from textboost.config import MlflowConfig
 from textboost.errors import ConfigError
 
@@ -63,13 +65,7 @@ def client(mlflow_cfg: MlflowConfig):
 # ---------------------------------------------------------------- the pyfunc
 
 
-def _python_model_base():
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
-
-
-class TextBoostCodec(_python_model_base()):
+class TextBoostCodec(PythonModel):
     """TextBoost codec as an MLflow pyfunc (see the module docstring for the data contract)."""
 
     def load_context(self, context) -> None:
@@ -395,7 +391,7 @@ def register_evaluated(cfg, summary: dict) -> list[dict]:
             continue
         info = log_codec_model(
             meta["uri"],
-            name=f"codec-{label}",
+            name=f"codec-{label}".replace(".", "_"),  # MLflow model names reject "."
             registered_model=cfg.mlflow.registered_model,
             model_config={
                 "t_test": cfg.data.filter.t_test,

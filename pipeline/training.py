@@ -6,6 +6,9 @@ model (stage 2: from the stage-1 checkpoint, backbone frozen), wrap it in DDP wi
 ``ray.train.torch.prepare_model``, read crops from the webdataset loader and report a
 checkpoint (``model.pt`` + ``trainer_state.pt``) every ``train.checkpoint_every`` steps.
 
+Rank 0 logs metrics to MLflow directly, so every node must reach the tracking store (the
+sqlite default suits one machine; use an MLflow server on a cluster).
+
 Resumption: after a worker failure Ray Train restarts the worker group and
 ``ray.train.get_checkpoint()`` returns the latest checkpoint; relaunching with the same
 ``train.run_name`` (same storage path) reloads the run's checkpoint snapshot the same way
@@ -17,7 +20,6 @@ seeded by (seed, epoch, resume step, rank).
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import os
 import subprocess
@@ -39,8 +41,6 @@ from textboost.config import (
     to_dict,
 )
 from textboost.errors import CheckpointError, ConfigError
-
-log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "trainer_state.pt"
@@ -114,10 +114,6 @@ class Stepper:
             self.aux_optimizer.step()
         self.scheduler.step()
         return {k: v.detach() for k, v in losses.items()}
-
-    @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
         aux = self.aux_optimizer.state_dict() if self.aux_optimizer is not None else None
@@ -258,7 +254,7 @@ def train_loop_per_worker(args: dict) -> None:
     spec = LoaderSpec(
         urls=args["urls"], batch_size=tcfg.batch_size, crop_size=tcfg.crop_size,
         seed=args["cfg"]["seed"], rank=rank, world_size=world,
-        num_workers=tcfg.loader_workers, with_mask=tcfg.stage == 2,
+        num_workers=tcfg.loader_workers, with_mask=tcfg.stage == 2, pin_memory=tcfg.use_gpu,
     )  # fmt: skip
     mlog = MetricLog(args["tracking_uri"], args["mlflow_run_id"]) if rank == 0 else None
     skips = SkipTally()
@@ -382,7 +378,9 @@ def open_mlflow_run(cfg: TextBoostConfig, run_name: str, tags: dict, tracking_ur
         run = found[0]
         client.update_run(run.info.run_id, status="RUNNING")
         known = run.data.params
-        changed = {f"{TAG}relaunch.{k}": v for k, v in params.items() if k in known and known[k] != v}
+        changed = {
+            f"{TAG}relaunch.{k}": v for k, v in params.items() if k in known and known[k] != v
+        }
         params = {k: v for k, v in params.items() if k not in known}
         tags = {**tags, **changed}
     else:

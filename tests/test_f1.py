@@ -137,7 +137,9 @@ def test_split_line_at_spaces_proportionally():
     assert xs[0] == pytest.approx((0, 200 / 11))  # first word keeps the line start
     assert xs[1] == pytest.approx((300 / 11, 500 / 11))
     assert xs[2] == pytest.approx((600 / 11, 100))  # last word keeps the line end
-    assert all(min(p[1] for p in w.polygon) == 0 and max(p[1] for p in w.polygon) == 10 for w in words)
+    assert all(
+        min(p[1] for p in w.polygon) == 0 and max(p[1] for p in w.polygon) == 10 for w in words
+    )
 
 
 def test_split_line_tall_box_reads_top_to_bottom():
@@ -205,7 +207,9 @@ def test_synthetic_originals_score_high_and_blurred_copies_low(spotter):
     for i in range(3):
         img, words = synth_image(i, 0, max_side=384, min_side=256)
         sharp = sharp + match_image(words, spotter.spot(img))
-        blurred = blurred + match_image(words, spotter.spot(img.filter(ImageFilter.GaussianBlur(3))))
+        blurred = blurred + match_image(
+            words, spotter.spot(img.filter(ImageFilter.GaussianBlur(3)))
+        )
     s, b = sharp.scores(), blurred.scores()
     print(f"\noriginals: DET F1 {s['det_f1']:.3f} E2E F1 {s['e2e_f1']:.3f} ({sharp})")
     print(f"blurred:   DET F1 {b['det_f1']:.3f} E2E F1 {b['e2e_f1']:.3f} ({blurred})")

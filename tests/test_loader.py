@@ -82,7 +82,9 @@ def _check_alignment(batch: dict) -> None:
     guide = batch["guidance"].numpy()[:, 0].astype(np.int64)
     mask = batch["text_mask"].numpy()[:, 0]
     valid = img.sum(axis=1) > 0  # padding is all zeros (and pixel (0, 0) is black too)
-    assert np.array_equal(np.where(valid, (img[:, 0] + img[:, 1]) % 256, 0), np.where(valid, guide, 0))
+    assert np.array_equal(
+        np.where(valid, (img[:, 0] + img[:, 1]) % 256, 0), np.where(valid, guide, 0)
+    )
     # the text mask is the word box, which the image's blue channel marks
     assert np.array_equal(mask.astype(bool), img[:, 2] == 255)
 

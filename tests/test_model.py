@@ -169,3 +169,22 @@ def test_identity_tracks_weights():
     other_cfg = build_model(ModelConfig(backbone="hyperprior", N=32, M=32, fusion_gate_radius=2))
     other_cfg.load_state_dict(a.state_dict())
     assert other_cfg.identity() != a.identity()  # config is part of the identity
+
+
+@pytest.mark.parametrize("h,w", [(64, 64), (50, 130), (5, 200), (97, 33)])
+def test_sparse_inference_equals_dense(h, w):
+    torch.manual_seed(0)
+    block = FusionBlock(13)
+    torch.nn.init.normal_(block.project.weight, std=0.1)
+    torch.nn.init.normal_(block.project.bias, std=0.1)
+    x = torch.rand(2, 3, h, w)
+    g = torch.zeros(2, 1, h, w)
+    g[0, :, :3, : w // 3] = 1.0  # touches the top-left border
+    g[0, :, h // 2 :, -2:] = 0.5  # right border
+    g[1, :, h // 3 : h // 3 + 2, w // 2 : w // 2 + 3] = 1.0  # one small word inside
+    with torch.no_grad():
+        sparse = block(x, g)
+        block.sparse_inference = False
+        dense = block(x, g)
+    assert torch.allclose(sparse, dense, atol=1e-6, rtol=0)
+    assert not torch.equal(sparse, x)

@@ -98,7 +98,10 @@ def test_bbox_is_used_when_points_are_missing():
         (b"{not json", "not a valid JSON"),
         (b"[1, 2]", "not a TextOCR file"),
         (b'{"imgs": {}}', "not a TextOCR file"),
-        (b'{"imgs": {"a": {"id": "a", "width": -1, "height": 2, "file_name": "x"}}, "anns": {}}', "size"),
+        (
+            b'{"imgs": {"a": {"id": "a", "width": -1, "height": 2, "file_name": "x"}}, "anns": {}}',
+            "size",
+        ),
         (b"\xff\xfe{}", "not a valid JSON"),
     ],
 )
@@ -192,6 +195,8 @@ def test_rapidocr_result_forms():
     assert words_from_rapidocr((result, [0.1, 0.2, 0.3]), min_score=0.5)[0].text == "HELLO"
     assert len(words_from_rapidocr((result, [0.1, 0.2, 0.3]), min_score=0.5)) == 1
     assert words_from_rapidocr(None) == [] and words_from_rapidocr((None, None)) == []
+    as_numpy = [[np.asarray(box, dtype=np.float32), "np", np.float32(0.9)]]
+    assert words_from_rapidocr(as_numpy)[0].polygon[0] == (18.0, 36.0)
     for bad in ([[box, "x"]], [[box[:2], "x", 0.5]], [[box, 3, 0.5]], "text", [[box, "x", "hi"]]):
         with pytest.raises(AnnotationError):
             words_from_rapidocr(bad)
@@ -219,7 +224,7 @@ def test_synthetic_textocr_round_trip(tmp_path):
     summary = synth.generate(tmp_path, 2, seed=3, fmt="textocr", max_side=256, min_side=128)
     index = read_textocr(tmp_path / "textocr.json")
     assert len(index) == 2 and index.num_words == summary["words"]
-    for i, image_id in enumerate(index.image_ids()):
+    for image_id in index.image_ids():
         info = index.info(image_id)
         assert (tmp_path / info.file_name).is_file()
     for i in range(2):

@@ -294,3 +294,21 @@ def test_s3_output(ray_cluster, s3_endpoint, data, reference):
         )
     assert verify_shards(url)["ok"]
     assert not [p for p in fs.find("textboost-shards/run1") if ".tmp-" in p]
+
+
+def test_clear_errors_for_missing_manifests_and_unreachable_inputs(data, tmp_path):
+    from textboost.errors import ConfigError, ShardError
+
+    with pytest.raises(ShardError, match="textboost shards build"):
+        read_manifest(str(tmp_path))
+    with pytest.raises(ShardError, match="no 'val' split"):
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "manifest.json").write_text('{"format":"textboost-shards/1","splits":{}}')
+        shard_urls(str(tmp_path / "m"), "val")
+    cfg = load_config(None, _overrides(data, str(tmp_path / "o"), **{"data.train.kind": "folder"}))
+    cfg.data.train.images = "memory://nowhere-for-ray/imgs"
+    import fsspec
+
+    fsspec.filesystem("memory").pipe("/nowhere-for-ray/imgs/a.jpg", b"\xff\xd8\xff")
+    with pytest.raises(ConfigError, match="memory:// inputs"):
+        build_shards(cfg, "train")

@@ -40,7 +40,9 @@ rects = st.builds(
 coords = st.floats(-500, 2500, allow_nan=False)
 quads = st.lists(st.tuples(coords, coords), min_size=4, max_size=10)
 words_st = st.lists(
-    st.builds(lambda r, t, ok: Word(r.corners(), t, ok), rects, st.text(max_size=40), st.booleans()),
+    st.builds(
+        lambda r, t, ok: Word(r.corners(), t, ok), rects, st.text(max_size=40), st.booleans()
+    ),
     max_size=25,
 )
 sizes = st.tuples(st.integers(1, 4096), st.integers(1, 4096))
@@ -124,7 +126,10 @@ def test_empty_word_list_is_tiny():
 
 def test_compact_beats_gzip_on_scene_text():
     words = sample_words()
-    compact, baseline = encode_side_info(words, (1024, 768)), encode_side_info(words, (1024, 768), "gzip")
+    compact, baseline = (
+        encode_side_info(words, (1024, 768)),
+        encode_side_info(words, (1024, 768), "gzip"),
+    )
     assert len(compact) <= 0.6 * len(baseline)
     assert baseline[0] == GZIP and compact[0] & 0xF0 == COMPACT
     payload = json.loads(gzip.decompress(baseline[1:]))

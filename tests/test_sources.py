@@ -213,3 +213,15 @@ def test_folder_with_ocr_engine(textocr_dir: Path):
     best = max(range(len(metas)), key=lambda i: metas[i]["words"]["kept"])
     assert metas[best]["words"]["kept"] > 0 and samples[best]["side.bin"]
     assert process_sample(list_source(src)[best], SPEC) == samples[best]  # reproducible
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (200, 131)])
+def test_guide_png_encoder_round_trips(shape):
+    from pipeline.samples import encode_png
+
+    array = np.random.default_rng(shape[0]).integers(0, 256, shape, dtype=np.uint8)
+    array[: shape[0] // 2] = 0  # mostly-zero rows, like a guidance map
+    image = Image.open(io.BytesIO(encode_png(array)))
+    assert image.mode == "L" and image.size == (shape[1], shape[0])
+    np.testing.assert_array_equal(np.asarray(image), array)
+    assert encode_png(array) == encode_png(array.copy())

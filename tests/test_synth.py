@@ -15,6 +15,7 @@ from jobs.synth import main as synth_main
 from jobs.synth import ocr_read_flags
 from textboost.errors import ConfigError, TextBoostError
 from textboost.synth import SynthStyle, generate, jpeg_bytes, synth_image
+from textboost.vocab import BUILTIN_FONT, find_fonts, random_word
 
 SMALL = dict(max_side=256, min_side=160)
 SEED = 3
@@ -38,6 +39,18 @@ def _clockwise(points: list[tuple[float, float]]) -> bool:
 def textocr_set(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("textocr")
     return out, generate(out, 4, SEED, **SMALL, style=STYLE)
+
+
+def test_vocabulary_and_fonts():
+    rng = np.random.default_rng(0)
+    words = {random_word(rng) for _ in range(3000)}
+    assert len(words) > 500  # varied: signs, names, numbers, prices, times, codes
+    assert any(w.isupper() for w in words) and any(w.islower() for w in words)
+    assert any(w.startswith("$") for w in words) and any(w.isdigit() for w in words)
+    for w in words:  # one ICDAR-safe token each, never an illegible marker
+        assert w and w.isascii() and w.isprintable() and "," not in w and " " not in w
+        assert w not in (".", "###")
+    assert find_fonts()[-1] == BUILTIN_FONT  # always at least Pillow's own font
 
 
 def test_textocr_format(textocr_set):

@@ -45,7 +45,9 @@ def _cfg(tmp, shards: str, *extra: str):
 
 def test_stage_shorthand_and_lr_schedule():
     assert expand_overrides(["stage=2", "train.lr=1", "model.stage=3"]) == [
-        "train.stage=2", "train.lr=1", "model.stage=3"
+        "train.stage=2",
+        "train.lr=1",
+        "model.stage=3",
     ]
     assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)  # warmup
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
@@ -141,7 +143,10 @@ def test_stage1_recovers_from_a_worker_failure_and_logs_to_mlflow(stage1, workdi
     assert run.data.params["train.lmbda"] == str(cfg.train.lmbda)
     assert run.data.params["model.N"] == "8"
     tags = run.data.tags
-    assert tags["textboost.manifest_sha256"] == meta["manifest_sha256"] and len(meta["manifest_sha256"]) == 64
+    assert (
+        tags["textboost.manifest_sha256"] == meta["manifest_sha256"]
+        and len(meta["manifest_sha256"]) == 64
+    )
     assert len(tags["textboost.config_hash"]) == 64 and tags["textboost.git_commit"]
     for key in ("train.loss", "train.bpp", "train.mse", "train.psnr", "train.lr",
                 "train.images_per_s"):  # fmt: skip
@@ -171,7 +176,9 @@ def test_relaunch_with_the_same_name_resumes(stage1, relaunch):
     assert result["run_id"] == stage1["result"]["run_id"]  # the same MLflow run goes on
     run = _client(relaunch["cfg"]).get_run(result["run_id"])
     assert run.data.tags["textboost.relaunch.train.epochs"] == "2"
-    steps = {h.step for h in _client(relaunch["cfg"]).get_metric_history(result["run_id"], "train.loss")}
+    steps = {
+        h.step for h in _client(relaunch["cfg"]).get_metric_history(result["run_id"], "train.loss")
+    }
     assert steps == set(range(1, 9))
 
 

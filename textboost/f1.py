@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
 from shapely.validation import make_valid
 
 from textboost.words import Word
@@ -67,7 +68,7 @@ def _ratio(num: int, den: int) -> float:
     return 0.0 if den == 0 else num / den
 
 
-def to_polygon(word: Word) -> Polygon | None:
+def to_polygon(word: Word) -> BaseGeometry | None:
     """A valid shapely polygon for a word, or ``None`` when it has no area."""
     if len(word.polygon) < 3:
         return None
@@ -81,7 +82,7 @@ def to_polygon(word: Word) -> Polygon | None:
     return poly if poly.area > 0 else None
 
 
-def iou(a: Polygon, b: Polygon) -> float:
+def iou(a: BaseGeometry, b: BaseGeometry) -> float:
     inter = a.intersection(b).area
     union = a.area + b.area - inter
     return 0.0 if union <= 0 else inter / union
@@ -104,8 +105,8 @@ def match_image(gt_words: Sequence[Word], det_words: Sequence[Word]) -> Spotting
     Ground-truth words whose polygon has no area are treated as don't care; detections without
     area are dropped (they cannot match anything and carry no location).
     """
-    care_gt: list[tuple[Polygon, str]] = []
-    dont_care: list[Polygon] = []
+    care_gt: list[tuple[BaseGeometry, str]] = []
+    dont_care: list[BaseGeometry] = []
     for word in gt_words:
         poly = to_polygon(word)
         if poly is None:
@@ -115,7 +116,7 @@ def match_image(gt_words: Sequence[Word], det_words: Sequence[Word]) -> Spotting
         else:
             dont_care.append(poly)
 
-    dets: list[tuple[Polygon, str]] = []
+    dets: list[tuple[BaseGeometry, str]] = []
     for word in det_words:
         poly = to_polygon(word)
         if poly is None:

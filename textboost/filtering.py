@@ -73,9 +73,7 @@ def repaired(word: Word) -> Word:
     return Word(coords, word.text, word.legible)
 
 
-def filter_words(
-    words: Iterable[Word], t: float
-) -> tuple[list[Word], list[tuple[Word, str]]]:
+def filter_words(words: Iterable[Word], t: float) -> tuple[list[Word], list[tuple[Word, str]]]:
     """Split words into ``(kept, [(dropped word, reason), ...])``; order is preserved.
 
     Kept words with a self-intersecting polygon come back repaired (shapely).

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -38,7 +38,7 @@ from textboost.geometry import RotatedRect, min_rotated_rect, rasterize_polygon,
 from textboost.words import Word
 
 REF_SIZE = 64  # font size at which the text's natural ink box is measured
-FONT_MIN, FONT_MAX = 6, 160  # rendered sizes; the affine resampling covers the rest
+FONT_MIN, FONT_MAX = 6, 128  # rendered sizes; the affine resampling covers the rest
 MAX_ANISOTROPY = 2.0  # horizontal / vertical stretch of the glyphs at most (and 1 / it)
 PAD = 2  # zero border around a glyph patch, so bilinear sampling fades to black
 MISSING = "\ufffd"  # not in the font: drawn as the missing-glyph box
@@ -48,7 +48,7 @@ FONT_CHARS = frozenset(
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def font(size: int) -> ImageFont.FreeTypeFont:
     """Pillow's built-in scalable font at ``size`` px (cached per size)."""
     return ImageFont.load_default(size=size)  # type: ignore[return-value]
@@ -92,7 +92,15 @@ def text_frame(word: Word, tw: float, th: float) -> RotatedRect:
     return RotatedRect(rect.cx, rect.cy, rect.height, rect.length, angle)
 
 
-@lru_cache(maxsize=8192)
+def font_size(px: float) -> int:
+    """Rendered font size for a wanted one: every size to 32, then steps of 2 to 64 and of 4
+    (at most 3 % off; the affine fit takes the rest), so the glyph cache stays small."""
+    size = min(float(FONT_MAX), max(float(FONT_MIN), px))
+    step = 1 if size < 32.5 else 2 if size < 65 else 4
+    return int(step * round(size / step))
+
+
+@lru_cache(maxsize=8192)  # ~60 sizes x ~110 characters
 def _glyph(ch: str, size: int) -> tuple[np.ndarray | None, int, int, float]:
     """``(ink bitmap or None, left, top, advance)`` of one character at ``size`` (cached).
 
@@ -153,7 +161,7 @@ def _render_word(canvas: np.ndarray, word: Word) -> None:
         return
     frame = text_frame(word, tw, th)
     sx, sy = _fit(frame.length, frame.height, tw, th)
-    size = min(FONT_MAX, max(FONT_MIN, round(REF_SIZE * sy)))
+    size = font_size(REF_SIZE * sy)
     patch, gx, gy, bw, bh = _glyph_patch(text, size)
     if bw <= 0 or bh <= 0:
         return
@@ -161,8 +169,14 @@ def _render_word(canvas: np.ndarray, word: Word) -> None:
     (ux, uy), (vx, vy) = frame.axes()
     # axis-aligned bounds of the placed ink box, clipped to the map
     ex, ey = abs(ux) * dw / 2 + abs(vx) * dh / 2, abs(uy) * dw / 2 + abs(vy) * dh / 2
-    x0, x1 = max(0, math.floor(frame.cx - ex) - 1), min(canvas.shape[1], math.ceil(frame.cx + ex) + 1)
-    y0, y1 = max(0, math.floor(frame.cy - ey) - 1), min(canvas.shape[0], math.ceil(frame.cy + ey) + 1)
+    x0, x1 = (
+        max(0, math.floor(frame.cx - ex) - 1),
+        min(canvas.shape[1], math.ceil(frame.cx + ex) + 1),
+    )
+    y0, y1 = (
+        max(0, math.floor(frame.cy - ey) - 1),
+        min(canvas.shape[0], math.ceil(frame.cy + ey) + 1),
+    )
     if x1 <= x0 or y1 <= y0:
         return
     # map point p -> patch: gx + ((p - c) . u) / kx, gy + ((p - c) . v) / ky
@@ -228,5 +242,7 @@ def overlay(image: Image.Image, guidance: np.ndarray, words: Iterable[Word] = ()
         pts = [(float(x), float(y)) for x, y in word.polygon]
         if len(pts) >= 2:
             draw.line(pts + [pts[0]], fill=(0, 255, 0), width=1)
-            draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=(0, 255, 255))
+            draw.ellipse(
+                [pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=(0, 255, 255)
+            )
     return out

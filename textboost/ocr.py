@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from textboost.errors import AnnotationError
 from textboost.words import Word
@@ -47,7 +50,8 @@ def read_bytes(source: Source, what: str = "annotation file") -> tuple[bytes, st
 
 
 def _number(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+    """A finite coordinate (Python or numpy number, never a bool) as float."""
+    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real) or not math.isfinite(v):
         raise ValueError(f"coordinate {v!r} is not a finite number")
     return float(v)
 
@@ -170,10 +174,12 @@ def read_textocr(source: Source, *, strict: bool = False) -> TextOCRIndex:
     data, name = read_bytes(source, "TextOCR file")
     index = TextOCRIndex(source=name, strict=strict)
     try:
-        top = json.loads(data, object_hook=index._hook)
+        text = data.decode("utf-8-sig")
+        del data  # the bytes go before parsing: peak memory is the text plus the index
+        top = json.loads(text, object_hook=index._hook)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise AnnotationError(f"{name}: not a valid JSON file: {exc}") from None
-    del data
+    del text
     if not isinstance(top, dict) or not isinstance(top.get("imgs"), dict):
         raise AnnotationError(f"{name}: not a TextOCR file (needs 'imgs' and 'anns' objects)")
     if not isinstance(top.get("anns"), dict):
@@ -198,7 +204,10 @@ def read_textocr(source: Source, *, strict: bool = False) -> TextOCRIndex:
 
 def _looks_like_content(source: str) -> bool:
     return (
-        "\n" in source or source.count(",") >= 8 or source.startswith("\ufeff") or not source.strip()
+        "\n" in source
+        or source.count(",") >= 8
+        or source.startswith("\ufeff")
+        or not source.strip()
     )
 
 

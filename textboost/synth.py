@@ -13,6 +13,7 @@ found and the Pillow build: the same bytes whatever the number of images or work
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -76,6 +77,12 @@ def list_backgrounds(folder: str | Path) -> list[Path]:
             "add photos or leave --backgrounds out for procedural backgrounds"
         )
     return paths
+
+
+@functools.lru_cache(maxsize=8)
+def _backgrounds_of(folder: str) -> list[Path]:
+    """``list_backgrounds`` once per folder and process (callers pass a folder per image)."""
+    return list_backgrounds(folder)
 
 
 def _smooth_field(rng: np.random.Generator, w: int, h: int, cells: int, ch: int) -> np.ndarray:
@@ -360,7 +367,7 @@ def synth_words(
     _check_args(seed, max_side, min_side, words)
     style = style or SynthStyle()
     if isinstance(backgrounds, str | Path):
-        backgrounds = list_backgrounds(backgrounds)
+        backgrounds = _backgrounds_of(str(backgrounds))
     rng = np.random.default_rng([int(seed), int(index), 0x7E47B005])
     w, h = image_size(rng, max_side, min_side)
     if backgrounds:
@@ -380,7 +387,10 @@ def synth_words(
 
 
 def synth_image(index: int, seed: int, **kwargs) -> tuple[Image.Image, list[Word]]:
-    """Image ``index`` of ``seed`` in memory and its words (keywords as ``synth_words``)."""
+    """Image ``index`` of ``seed`` in memory and its words (keywords as ``synth_words``).
+
+    Illegible words carry ``text="."`` and ``legible=False``, as a TextOCR reader returns them.
+    """
     image, words = synth_words(index, seed, **kwargs)
     return image, [sw.word for sw in words]
 
@@ -416,6 +426,18 @@ def _encode(index: int, seed: int, kwargs: dict) -> tuple[int, bytes, tuple[int,
     return index, jpeg_bytes(image), image.size, words
 
 
+def _encoded(n_images: int, seed: int, kwargs: dict, workers: int):
+    """``_encode`` of images ``0..n-1`` in order, in this process or in a process pool."""
+    if workers == 1:
+        yield from (_encode(i, seed, kwargs) for i in range(n_images))
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:  # the platform's default start method
+        n = n_images
+        yield from pool.map(_encode, range(n), [seed] * n, [kwargs] * n, chunksize=2)
+
+
 def _clear_previous(out: Path) -> None:
     """Remove files of an earlier synthetic set in ``out`` (only names this module writes)."""
     for path in (out / "images").glob("*.jpg"):
@@ -447,7 +469,10 @@ def _textocr_entry(img_id: str, file_name: str, size, words: list[SynthWord], sp
 
 
 def icdar_lines(words: list[Word], size: tuple[int, int]) -> str:
-    """ICDAR 2015 ground truth text: ``x1,y1,...,x4,y4,transcription`` (``###`` illegible)."""
+    """ICDAR 2015 ground truth text: ``x1,y1,...,x4,y4,transcription`` (``###`` illegible).
+
+    UTF-8 with a BOM and CRLF line ends, as the real set; integer corners inside the image.
+    """
     lines = []
     for w in words:
         pts = [
@@ -455,8 +480,49 @@ def icdar_lines(words: list[Word], size: tuple[int, int]) -> str:
             for x, y in w.polygon
         ]
         coords = ",".join(f"{x},{y}" for x, y in pts)
-        lines.append(f"{coords},{w.text if w.legible else '###'}")
-    return "\ufeff" + "".join(line + "\r\n" for line in lines)
+        lines.append(f"{coords},{w.text if w.legible else '###'}\r\n")
+    return "\ufeff" + "".join(lines)
+
+
+class _SetWriter:
+    """Writes one synthetic set in the TextOCR or ICDAR 2015 layout and tallies its words."""
+
+    def __init__(self, out: Path, fmt: str, seed: int, split: str) -> None:
+        self.out, self.fmt, self.seed, self.split = out, fmt, seed, split
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        _clear_previous(out)
+        if fmt == "icdar2015":
+            (out / "gt").mkdir(exist_ok=True)
+        self.data: dict = {"imgs": {}, "anns": {}, "imgToAnns": {}}
+        self.hist = {f"{lo}-{hi}" if hi < 1e9 else f">={lo}": 0 for lo, hi in SIZE_BUCKETS}
+        self.words = self.legible = 0
+
+    def add(self, index: int, jpeg: bytes, size: tuple[int, int], placed: list) -> None:
+        if self.fmt == "textocr":
+            img_id = image_id(self.seed, index)
+            name = f"images/{img_id}.jpg"
+            img, anns = _textocr_entry(img_id, name, size, placed, self.split)
+            self.data["imgs"][img_id] = img
+            self.data["anns"].update(anns)
+            self.data["imgToAnns"][img_id] = list(anns)
+        else:
+            name = f"images/img_{index + 1}.jpg"
+            gt = icdar_lines([sw.word for sw in placed], size).encode("utf-8")
+            (self.out / "gt" / f"gt_img_{index + 1}.txt").write_bytes(gt)
+        (self.out / name).write_bytes(jpeg)
+        self.words += len(placed)
+        self.legible += sum(sw.word.legible for sw in placed)
+        for sw in placed:
+            key = next(k for k, (_, hi) in zip(self.hist, SIZE_BUCKETS) if sw.cap_height < hi)
+            self.hist[key] += 1
+
+    def close(self) -> Path:
+        """Write the TextOCR JSON (atomically); return the annotations path."""
+        if self.fmt != "textocr":
+            return self.out / "gt"
+        tmp = self.out / "textocr.json.tmp"
+        tmp.write_text(json.dumps(self.data), encoding="utf-8")
+        return tmp.replace(self.out / "textocr.json")
 
 
 def generate(
@@ -478,10 +544,9 @@ def generate(
 
     TextOCR: ``images/<id>.jpg`` + ``textocr.json``; ICDAR 2015: ``images/img_N.jpg`` +
     ``gt/gt_img_N.txt``. Files of an earlier synthetic set in ``out_dir`` are replaced.
-    Returns a summary (counts, size histogram of cap heights, images/s, paths).
+    Returns a summary (counts, histogram of cap heights, images/s, paths).
     """
     import time
-    from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
@@ -493,62 +558,29 @@ def generate(
     bg = list_backgrounds(backgrounds) if backgrounds else None
     kwargs = dict(max_side=max_side, min_side=min_side, words=tuple(words), backgrounds=bg)
     kwargs["style"] = style
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    _clear_previous(out)
-    if fmt == "icdar2015":
-        (out / "gt").mkdir(exist_ok=True)
     start = time.perf_counter()
-    data: dict = {"imgs": {}, "anns": {}, "imgToAnns": {}}
-    hist = {f"{lo}-{hi}" if hi < 1e9 else f">={lo}": 0 for lo, hi in SIZE_BUCKETS}
-    n_words = n_legible = 0
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    indices = range(n_images)
-    results = (
-        pool.map(_encode, indices, [seed] * n_images, [kwargs] * n_images, chunksize=2)
-        if pool
-        else (_encode(i, seed, kwargs) for i in indices)
-    )
-    try:
-        for index, jpeg, size, placed in tqdm(results, total=n_images, disable=not progress):
-            if fmt == "textocr":
-                img_id = image_id(seed, index)
-                name = f"images/{img_id}.jpg"
-                img, anns = _textocr_entry(img_id, name, size, placed, split)
-                data["imgs"][img_id] = img
-                data["anns"].update(anns)
-                data["imgToAnns"][img_id] = list(anns)
-            else:
-                name = f"images/img_{index + 1}.jpg"
-                gt = icdar_lines([sw.word for sw in placed], size)
-                (out / "gt" / f"gt_img_{index + 1}.txt").write_bytes(gt.encode("utf-8"))
-            (out / name).write_bytes(jpeg)
-            n_words += len(placed)
-            n_legible += sum(sw.word.legible for sw in placed)
-            for sw in placed:
-                lo_hi = next(k for k, (lo, hi) in zip(hist, SIZE_BUCKETS) if sw.cap_height < hi)
-                hist[lo_hi] += 1
-    finally:
-        if pool:
-            pool.shutdown()
-    if fmt == "textocr":
-        tmp = out / "textocr.json.tmp"
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(out / "textocr.json")
+    writer = _SetWriter(Path(out_dir), fmt, seed, split)
+    results = _encoded(n_images, seed, kwargs, workers)
+    for index, jpeg, size, placed in tqdm(results, total=n_images, disable=not progress):
+        writer.add(index, jpeg, size, placed)
+    annotations = writer.close()
     seconds = time.perf_counter() - start
-    annotations = out / ("textocr.json" if fmt == "textocr" else "gt")
     return {
         "images": n_images,
-        "words": n_words,
-        "legible": n_legible,
-        "illegible": n_words - n_legible,
-        "cap_height_hist": hist,
+        "words": writer.words,
+        "legible": writer.legible,
+        "illegible": writer.words - writer.legible,
+        "cap_height_hist": writer.hist,
         "fonts": len(find_fonts()),
         "seconds": round(seconds, 3),
         "images_per_s": round(n_images / seconds, 2) if seconds > 0 else 0.0,
         "format": fmt,
         "seed": seed,
-        "paths": {"out": str(out), "images": str(out / "images"), "annotations": str(annotations)},
+        "paths": {
+            "out": str(writer.out),
+            "images": str(writer.out / "images"),
+            "annotations": str(annotations),
+        },
     }
 
 

@@ -1,0 +1,215 @@
+"""``textboost lineage MODEL_URI [--rebuild]``: registered model -> run -> config -> shards.
+
+Follows a registered version (``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``) to the
+checkpoint it wraps, the Ray Train run that produced it (MLflow run, tag
+``textboost.ray_run_name``), the resolved training config (and its hash) stored in the
+checkpoint, and the shard folder's ``manifest.json``, whose sha256 must equal the one the
+checkpoint and the run recorded (DESIGN.md "Lineage"). ``--rebuild`` regenerates the training
+shards from the manifest's stored config and compares them byte for byte; the exit status is
+non-zero on any mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+from textboost.config import TextBoostConfig, config_hash, load_config, section_from_dict
+from textboost.errors import ConfigError, ShardError, TextBoostError
+
+TAG = "textboost."
+
+
+def _version(client, model_uri: str):
+    """The registered version a ``models:/`` URI names."""
+    from mlflow.exceptions import MlflowException
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", model_uri)
+    if not match:
+        raise ConfigError(
+            f"{model_uri!r} is not a registered model URI; use models:/NAME/VERSION or "
+            "models:/NAME@ALIAS (see `textboost registry list`)"
+        )
+    name, number, alias = match.groups()
+    try:
+        if alias:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, number)
+    except MlflowException as exc:
+        raise ConfigError(f"{model_uri}: not in the registry ({exc.message})") from None
+
+
+def _training_run(client, version, run_config: dict):
+    """The MLflow run of the Ray Train run that wrote the checkpoint."""
+    run_id = version.tags.get(f"{TAG}train_run_id")
+    if run_id:
+        return client.get_run(run_id)
+    exp = client.get_experiment_by_name(run_config["mlflow"]["experiment"])
+    name = run_config["train"]["run_name"]
+    if exp is None or not name:
+        return None
+    found = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{TAG}ray_run_name` = '{name}'", max_results=1
+    )
+    return found[0] if found else None
+
+
+def _manifest(url: str) -> tuple[dict, str]:
+    import hashlib
+
+    import fsspec
+
+    from pipeline.shards import read_manifest
+
+    manifest = read_manifest(url)
+    with fsspec.open(f"{url.rstrip('/')}/manifest.json", "rb") as f:
+        return manifest, hashlib.sha256(f.read()).hexdigest()
+
+
+def trace(model_uri: str, tracking_uri: str) -> dict:
+    """Everything between a registered version and its training shards, as a dict."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from textboost.checkpoint import load_checkpoint
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    version = _version(client, model_uri)
+    _, meta = load_checkpoint(f"models:/{version.name}/{version.version}")
+    run_config = meta.get("run_config") or {}
+    if "train" not in run_config:
+        raise TextBoostError(f"{model_uri}: its checkpoint carries no training config")
+    cfg = section_from_dict(TextBoostConfig, run_config)
+    run = _training_run(client, version, run_config)
+    shards = run_config["train"]["shards"]
+    out = {
+        "model": {"name": version.name, "version": str(version.version)},
+        "aliases": sorted(version.aliases),
+        "logged_by_run": version.run_id,
+        "checkpoint": {k: meta.get(k) for k in ("stage", "model_identity", "manifest_sha256")},
+        "config_hash": config_hash(cfg),
+        "model_config": run_config["model"],
+        "train_run": None,
+        "shards": {"url": shards},
+        "init_checkpoint": run_config["train"].get("init_checkpoint") or None,
+    }
+    if run is not None:
+        tags = run.data.tags
+        out["train_run"] = {
+            "run_id": run.info.run_id,
+            "name": run.info.run_name,
+            "status": run.info.status,
+            "config_hash": tags.get(f"{TAG}config_hash"),
+            "manifest_sha256": tags.get(f"{TAG}manifest_sha256"),
+            "git_commit": tags.get(f"{TAG}git_commit"),
+        }
+    try:
+        manifest, sha = _manifest(shards)
+    except (ShardError, OSError) as exc:
+        out["shards"]["error"] = str(exc)
+        return out
+    out["shards"].update(manifest_sha256=sha, splits={})
+    for split, entry in manifest["splits"].items():
+        keys = ("count", "rejected", "config_hash", "source_fingerprint", "code_version")
+        out["shards"]["splits"][split] = {
+            "shards": len(entry["shards"]),
+            **{k: entry.get(k) for k in keys},
+        }
+    from pipeline.shards import code_version
+
+    out["shards"]["code_version_now"] = code_version()
+    recorded = {meta.get("manifest_sha256")}
+    if out["train_run"]:
+        recorded.add(out["train_run"]["manifest_sha256"])
+    out["shards"]["matches"] = recorded == {sha}
+    return out
+
+
+def print_trace(t: dict) -> None:
+    short = lambda h: (h or "?")[:12]  # noqa: E731
+    m, ck = t["model"], t["checkpoint"]
+    aliases = f" (aliases: {', '.join(t['aliases'])})" if t["aliases"] else ""
+    print(
+        f"model    models:/{m['name']}/{m['version']}{aliases}, logged by run {t['logged_by_run']}"
+    )
+    print(f"         checkpoint stage {ck['stage']}, identity {short(ck['model_identity'])}")
+    run = t["train_run"]
+    if run:
+        print(
+            f"run      {run['run_id']} {run['name']} ({run['status']}), git {short(run['git_commit'])}"
+        )
+    else:
+        print("run      (no MLflow run found for the checkpoint's Ray Train run name)")
+    mc = t["model_config"]
+    print(f"config   hash {short(t['config_hash'])}: {mc['backbone']} N={mc['N']} M={mc['M']}")
+    if t["init_checkpoint"]:
+        print(f"         initialised from {t['init_checkpoint']}")
+    s = t["shards"]
+    if "error" in s:
+        print(f"shards   {s['url']}: {s['error']}")
+        return
+    state = "matches" if s["matches"] else "DOES NOT MATCH"
+    print(f"shards   {s['url']}")
+    print(f"         manifest sha256 {short(s['manifest_sha256'])} {state} the checkpoint/run")
+    for split, e in s["splits"].items():
+        print(
+            f"         {split}: {e['count']} samples in {e['shards']} shards, {e['rejected']} "
+            f"rejected, config {short(e['config_hash'])}, source {short(e['source_fingerprint'])}"
+        )
+        if e["code_version"] != s["code_version_now"]:
+            print(
+                f"         note: built by code {e['code_version']}, this is "
+                f"{s['code_version_now']}: a rebuild may differ"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="textboost lineage", description=__doc__.splitlines()[0])
+    parser.add_argument("model_uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    parser.add_argument("--tracking-uri", default="", help="MLflow URI (or MLFLOW_TRACKING_URI)")
+    parser.add_argument("--config", default="", help="take mlflow.tracking_uri from this config")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the train shards, compare")
+    parser.add_argument("--into", default="", help="scratch URL for --rebuild (default: temp dir)")
+    parser.add_argument("--json", action="store_true", help="print the lineage as JSON")
+    args = parser.parse_args(argv)
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if args.config:
+        uri = load_config(args.config).mlflow.tracking_uri
+    if not uri:
+        raise ConfigError("give --tracking-uri, --config or MLFLOW_TRACKING_URI")
+    t = trace(args.model_uri, uri)
+    if args.rebuild:
+        t["rebuild"] = rebuild(t, args.into or None)
+    if args.json:
+        print(json.dumps(t, indent=2, default=str))
+    else:
+        print_trace(t)
+        if args.rebuild:
+            print_rebuild(t["rebuild"])
+    ok = t["shards"].get("matches", False) and t.get("rebuild", {"ok": True})["ok"]
+    return 0 if ok else 1
+
+
+def rebuild(t: dict, into: str | None) -> dict:
+    """Regenerate the training split from its manifest and compare bytes (``pipeline.shards``)."""
+    from pipeline.shards import rebuild_check
+
+    if "error" in t["shards"]:
+        return {"ok": False, "compared": 0, "errors": [t["shards"]["error"]]}
+    return rebuild_check(t["shards"]["url"], ["train"], None, [], into=into)
+
+
+def print_rebuild(report: dict) -> None:
+    for error in report["errors"]:
+        print(f"MISMATCH {error}", file=sys.stderr)
+    verdict = "byte-identical" if report["ok"] else f"{len(report['errors'])} mismatches"
+    print(f"rebuild  train: {report['compared']} shards regenerated and compared: {verdict}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
