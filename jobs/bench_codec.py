@@ -17,14 +17,17 @@ import time
 
 import numpy as np
 
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+_clock = time.process_time
+
 
 def _timed(fn, repeats: int) -> tuple[float, object]:
     result = fn()  # warm-up
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = _clock()
         result = fn()
-        times.append(time.perf_counter() - t0)
+        times.append(_clock() - t0)
     return statistics.median(times), result
 
 
@@ -93,6 +96,7 @@ def bench_backbone(kind: str, n: int, m: int, image, words, repeats: int) -> dic
         "fusion_dense": 1e3 * t_dense / mp,
         "guidance": 1e3 * t_guid / mp,
         "fusion_share": 100 * t_fusion / t_dec_tb,
+        "dense_share": 100 * t_dense / (t_dec_tb - t_fusion + t_dense),
         "overhead_bytes": d["overhead_bytes"],
         "side_info_bytes": d["side_info_bytes"],
         "image_bytes": d["image_bytes"],
@@ -113,7 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="cpu",
+        help="cpu: process CPU time (stable on a shared machine; use with --threads 1); wall",
+    )
     parser.add_argument(
         "--backbones", default="hyperprior:128:192,elic:192:320", help="comma list of kind:N:M"
     )
@@ -121,26 +131,29 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    global _clock
+    _clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     image, words = scene(args.height, args.width)
     print(
         f"image {args.width}x{args.height}, {len(words)} words, {args.threads} threads, "
-        f"median of {args.repeats}; times in ms per megapixel"
+        f"median of {args.repeats}; {args.clock} time in ms per megapixel"
     )
     header = (
         f"{'backbone':26} {'enc bb':>8} {'enc TB':>8} {'dec bb':>8} {'dec TB':>8} "
-        f"{'fusion':>7} {'dense':>7} {'render':>7} {'fus %dec':>8} {'cont B':>6} {'side B':>6} "
+        f"{'fusion':>7} {'dense':>7} {'render':>7} {'fus %dec':>8} {'dense %':>7} {'cont B':>6} {'side B':>6} "
         f"{'img B':>7} {'PSNR0 gated/ungated':>20}"
     )
-    print(header)
+    print(header, flush=True)
     for spec in args.backbones.split(","):
         kind, n, m = spec.split(":")
         r = bench_backbone(kind, int(n), int(m), image, words, args.repeats)
         print(
             f"{r['backbone']:26} {r['enc_bb']:8.0f} {r['enc_tb']:8.0f} {r['dec_bb']:8.0f} "
             f"{r['dec_tb']:8.0f} {r['fusion']:7.0f} {r['fusion_dense']:7.0f} {r['guidance']:7.0f} "
-            f"{r['fusion_share']:7.1f}% {r['overhead_bytes']:6d} {r['side_info_bytes']:6d} "
-            f"{r['image_bytes']:7d} {r['psnr_zero_gated']:>9.1f}/{r['psnr_zero_ungated']:.1f} dB"
+            f"{r['fusion_share']:7.1f}% {r['dense_share']:6.1f}% {r['overhead_bytes']:6d} {r['side_info_bytes']:6d} "
+            f"{r['image_bytes']:7d} {r['psnr_zero_gated']:>9.1f}/{r['psnr_zero_ungated']:.1f} dB",
+            flush=True,
         )
     return 0
 

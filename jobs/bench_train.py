@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds (medians are printed)")
     args = parser.parse_args(argv)
     if args.config and "=" in args.config:  # no CONFIG, only overrides
         args.overrides, args.config = [args.config, *args.overrides], None
@@ -98,21 +99,34 @@ def main(argv: list[str] | None = None) -> int:
     t = cfg.train
     print(f"model {cfg.model.backbone} N={cfg.model.N} M={cfg.model.M}, crop {t.crop_size}, "
           f"batch {t.batch_size}/worker, loader_workers {t.loader_workers}, "
-          f"{args.steps} timed steps after {args.warmup}, {os.cpu_count()} CPUs")  # fmt: skip
-    hmean = statistics.harmonic_mean
-    rows = [(f"plain torch, {n} thread(s)", hmean(plain_loop(cfg, args.steps, args.warmup, n)), None)
-            for n in (1, 2)]  # fmt: skip
+          f"{args.steps} timed steps after {args.warmup}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False)
-    for workers in (1, 2):
-        rates, wall = ray_run(cfg, args.steps, args.warmup, workers)
-        rows.append((f"Ray Train DDP, {workers} worker(s)", hmean(rates), wall))
+    hmean = statistics.harmonic_mean
+    names = ["plain torch, 1 thread", "plain torch, 2 threads", "Ray Train, 1 worker",
+             "Ray Train DDP, 2 workers"]  # fmt: skip
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.repeats):  # interleaved, so a busy machine hurts every variant alike
+        for name, threads in zip(names[:2], (1, 2)):
+            rates[name].append(hmean(plain_loop(cfg, args.steps, args.warmup, threads)))
+        for name, workers in zip(names[2:], (1, 2)):
+            per_step, wall = ray_run(cfg, args.steps, args.warmup, workers)
+            rates[name].append(hmean(per_step))
+            walls[name].append(wall)
+        print(f"round {r + 1}: " + ", ".join(f"{n}: {rates[n][-1]:.2f}" for n in names))
     ray.shutdown()
-    for name, rate, wall in rows:
-        extra = f"  (run wall time incl. start-up {wall:.1f} s)" if wall else ""
-        print(f"{name:32s} {rate:8.2f} images/s{extra}")
-    overhead = 1 - rows[2][1] / rows[0][1]
+    med = {n: statistics.median(v) for n, v in rates.items()}
+    for n in names:
+        wall = (
+            f"  (run wall time incl. start-up {statistics.median(walls[n]):.1f} s)"
+            if walls[n]
+            else ""
+        )
+        print(f"{n:28s} {med[n]:8.2f} images/s{wall}")
+    overhead = 1 - med[names[2]] / med[names[0]]
     print(f"Ray overhead, 1 worker vs plain 1 thread: {overhead * 100:+.1f} % (target <= 5 %)")
-    print(f"2-worker DDP scaling vs 1 worker: {rows[3][1] / rows[2][1]:.2f}x")
+    print(f"2-worker DDP vs 1 worker: {med[names[3]] / med[names[2]]:.2f}x")
     return 0
 
 

@@ -163,7 +163,9 @@ def test_rotated_word_is_the_upright_render_rotated(text, height, stretch, theta
     c = 160.0
     up = render_guidance([word(c, c, length, height, 0.0, text)], 320, 320)
     rot = render_guidance([word(c, c, length, height, theta, text)], 320, 320)
-    ref = np.asarray(Image.fromarray(up).rotate(theta, resample=Image.BILINEAR, center=(c, c)))
+    ref = np.asarray(
+        Image.fromarray(up).rotate(theta, resample=Image.Resampling.BILINEAR, center=(c, c))
+    )
     a, b = rot >= 128, ref >= 128
     assert iou(a, b) >= 0.6
     tolerant = ((a & dilate(b, 1)).sum() + (b & dilate(a, 1)).sum()) / max(1, a.sum() + b.sum())
@@ -196,3 +198,26 @@ def test_text_mask_fills_polygons():
     assert abs(int(m.sum()) - 300) < 40 and m.max() == 1  # overlap stays binary
     tri = Word(((0, 0), (39, 0), (0, 39), (39, 39)), "bow tie")  # repaired to its hull
     assert render_text_mask([tri], 40, 40).sum() >= 39 * 39 - 40
+
+
+def test_render_cli_writes_the_decoders_map_and_an_overlay(tmp_path, capsys):
+    from jobs.render import main
+    from textboost.ocr import read_icdar2015_gt
+    from textboost.side_info import decode_side_info, encode_side_info
+
+    image = Image.new("RGB", (320, 200), (90, 110, 130))
+    image.save(tmp_path / "img_1.jpg")
+    words = [word(100, 50, 120, 24, 15, "Hello"), word(250, 150, 24, 120, 0, "TALL")]
+    gt = "\ufeff" + "".join(
+        ",".join(f"{x:.2f},{y:.2f}" for x, y in w.polygon) + f",{w.text}\r\n" for w in words
+    )
+    (tmp_path / "gt_img_1.txt").write_text(gt + "1,1,9,1,9,9,1,9,###\r\n", encoding="utf-8")
+    argv = [str(tmp_path / "img_1.jpg"), "--ocr", str(tmp_path / "gt_img_1.txt")]
+    argv += ["--out", str(tmp_path / "g.png"), "--overlay", str(tmp_path / "o.png")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 words, 2 kept" in out and "'illegible': 1" in out and "side info compact" in out
+    sent = read_icdar2015_gt(tmp_path / "gt_img_1.txt")[:2]
+    expected = render_guidance(decode_side_info(encode_side_info(sent, (320, 200))), 200, 320)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "g.png")), expected)
+    assert Image.open(tmp_path / "o.png").size == (320, 200)

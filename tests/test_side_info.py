@@ -200,6 +200,7 @@ def test_hostile_counts_and_lengths_are_capped():
         ([], (0, 10), "outside"),
         ([], (10, 1 << 20), "outside"),
         ([], "big", "image_size"),
+        ([Word(((0, 0), (5, 0), (5, 5), (0, 5)), "x" * 1000)] * 5000, (10, 10), "exceeds"),
     ],
 )
 def test_bad_input_to_encoder(words, size, message):

@@ -6,17 +6,20 @@ font size fitted to the box -> rotated back and placed. One affine resampling do
 fit, the rotation and the sub-pixel placement of a small per-word patch, which is then
 max-composited into the map (order of words does not matter). No words: a zero map.
 
-Deterministic bytes on every machine: the font is Pillow's built-in scalable font (Aileron
-Regular, ``ImageFont.load_default(size=...)``, basic layout), never a system font; the
-resampling is Pillow's double-precision affine transform.
+Deterministic bytes on every machine with the same Pillow: the font is Pillow's built-in
+scalable font (Aileron Regular, ``ImageFont.load_default(size=...)``, basic layout; the
+wheel bundles FreeType), never a system font; glyphs are drawn one by one (cached per
+character and size) at Pillow's advances (the font has no kerning); the resampling is
+Pillow's double-precision affine transform.
 
 Layout choices (documented deviations where the paper is silent):
 
 * The box's reading direction comes from the vertex order (top-left corner first), so the
-  text keeps its orientation (an upside-down sign is drawn upside down). When that direction runs along the *shorter* side of the
-  box (stacked vertical text), the text is turned to read downwards along the longer
-  side whenever that gives a larger font (the paper's "longer side" rule); short words such
-  as ``"I"`` or ``"1"`` in a tall box stay upright.
+  text keeps its orientation (an upside-down sign is drawn upside down). When that
+  direction runs along the *shorter* side of the box (stacked vertical text), the text is
+  turned to read downwards along the longer side whenever that gives a larger font (the
+  paper's "longer side" rule); short words such as ``"I"`` or ``"1"`` in a tall box stay
+  upright.
 * The text's ink box is fitted to the word box: each axis scales on its own, but the
   stretch between axes is limited to ``MAX_ANISOTROPY``; the text is centred.
 * Characters the font lacks are folded (NFKD, accents dropped: ``é`` -> ``e``); what is left
@@ -93,8 +96,10 @@ def text_frame(word: Word, tw: float, th: float) -> RotatedRect:
 
 
 def font_size(px: float) -> int:
-    """Rendered font size for a wanted one: every size to 32, then steps of 2 to 64 and of 4
-    (at most 3 % off; the affine fit takes the rest), so the glyph cache stays small."""
+    """Rendered font size for a wanted one: every size to 32, then steps of 2 to 64, then 4.
+
+    At most 3 % off (the affine fit takes the rest), so the glyph cache stays small.
+    """
     size = min(float(FONT_MAX), max(float(FONT_MIN), px))
     step = 1 if size < 32.5 else 2 if size < 65 else 4
     return int(step * round(size / step))
@@ -186,7 +191,9 @@ def _render_word(canvas: np.ndarray, word: Word) -> None:
         ux / kx, uy / kx, gx + (ux * ox + uy * oy) / kx,
         vx / ky, vy / ky, gy + (vx * ox + vy * oy) / ky,
     )  # fmt: skip
-    placed = patch.transform((x1 - x0, y1 - y0), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    placed = patch.transform(
+        (x1 - x0, y1 - y0), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR
+    )
     region = canvas[y0:y1, x0:x1]
     np.maximum(region, np.asarray(placed), out=region)
 

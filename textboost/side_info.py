@@ -2,8 +2,8 @@
 
 Its size counts in every reported bpp. One version byte selects the format:
 
-* ``0x10`` **gzip** (the paper's baseline): gzip (level 9, mtime 0) of the JSON word list
-  ``{"width", "height", "words": [{"points": [[x, y], ...], "text"}]}``, coordinates
+* ``0x10`` **gzip** (the paper's baseline): gzip (level 9, mtime 0) of the UTF-8 JSON word
+  list ``{"width", "height", "words": [{"points": [[x, y], ...], "text"}]}``, coordinates
   rounded to 0.01 px (``"legible": false`` only for illegible words).
 * ``0x2m`` **compact** (ours): each word as its minimal rotated rectangle oriented along
   the reading direction (centre, length, height, angle), quantised (``POS_STEP``,
@@ -186,8 +186,16 @@ def _encode_gzip(words: list[Word], w: int, h: int) -> bytes:
             item["legible"] = False
         items.append(item)
     doc = {"width": w, "height": h, "words": items}
-    blob = json.dumps(doc, separators=(",", ":")).encode("ascii")
-    return bytes([GZIP]) + gzip.compress(blob, compresslevel=9, mtime=0)
+    blob = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return bytes([GZIP]) + gzip.compress(_capped(blob.encode("utf-8", "surrogatepass")), 9, mtime=0)
+
+
+def _capped(payload: bytes) -> bytes:
+    if len(payload) > MAX_PAYLOAD:
+        raise SideInfoError(
+            f"side info of {len(payload)} bytes exceeds {MAX_PAYLOAD} (too many words)"
+        )
+    return payload
 
 
 def quantize(word: Word) -> tuple[int, int, int, int, int]:
@@ -235,7 +243,7 @@ def _encode_compact(words: list[Word], w: int, h: int) -> bytes:
     _put(flags, len(illegible))
     for i in illegible:
         _put(flags, i)
-    payload = bytes(flags + b"".join(cols))
+    payload = _capped(bytes(flags + b"".join(cols)))
     best = min((len(c), m, c) for m in range(4) for c in [_compress(m, payload)])
     head[0] = COMPACT | best[1]
     return bytes(head) + best[2]
