@@ -330,7 +330,7 @@ def run_stage(stage: Stage, cfg: TextBoostConfig, done: dict, workdir: str, forc
     if same and state.data.get("status") == "done" and not force:
         try:
             if stage.intact(state.data["outputs"]):
-                state.data["skipped"] = True
+                state.save(skipped=True, checked=time.time())
                 return state.data
         except (OSError, KeyError):
             pass

@@ -63,7 +63,7 @@ def wait_until(what: str, check, procs: list[subprocess.Popen], logs: list[Path]
             if proc.poll() is not None:
                 pytest.fail(f"{what}: {proc.args[:3]} exited {proc.returncode}\n{log.read_text()}")
         time.sleep(0.5)
-    tails = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in logs)
+    tails = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in logs if log.exists())
     pytest.fail(f"{what}: not ready after {limit:.0f} s\n{tails}")
 
 
@@ -174,15 +174,15 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             logs[1], env,
         ))  # fmt: skip
         dashboard = f"http://127.0.0.1:{dash_port}"
-        wait_until("ray head", lambda: _get(f"{dashboard}/api/version"), procs, logs, 120)
+        wait_until("ray head", lambda: _get(f"{dashboard}/api/version"), procs, logs, 240)
         procs.append(_spawn(
             [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}",
              *_ray_node_args(temp_dir)],
             logs[2], env,
         ))  # fmt: skip
-        wait_until("two nodes", lambda: _alive_nodes(dashboard) == 2, procs, logs, 120)
+        wait_until("two nodes", lambda: _alive_nodes(dashboard) == 2, procs, logs, 240)
         mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-        wait_until("mlflow server", lambda: _get(f"{mlflow_url}/health"), procs, logs, 120)
+        wait_until("mlflow server", lambda: _get(f"{mlflow_url}/health"), procs, logs, 240)
         yield Services(dashboard, mlflow_url, artifacts, root)
     finally:
         for proc in reversed(procs):  # worker node, head node, mlflow
@@ -219,3 +219,99 @@ def test_jobs_see_both_nodes(services: Services) -> None:
     )
     logs = run_job(services, f'{sys.executable} -c "{script}"', limit=120)
     assert "NODES 2 CPUS 2" in logs
+
+
+# ---------------------------------------------------------------- shard build + training jobs
+
+
+def _list(services: Services, what: str, **filters: str) -> list[dict]:
+    """Ray state API over the dashboard's HTTP endpoint (tasks, actors, ...)."""
+    from ray.util.state import list_actors, list_tasks
+
+    fn = {"tasks": list_tasks, "actors": list_actors}[what]
+    return [
+        r if isinstance(r, dict) else r.__dict__
+        for r in fn(
+            address=services.dashboard,
+            filters=[(k, "=", v) for k, v in filters.items()],
+            limit=1000,
+            raise_on_missing_output=False,
+        )
+    ]
+
+
+@pytest.fixture(scope="module")
+def job_config(services: Services) -> Path:
+    workdir = services.root / "work"
+    path = services.root / "cluster.yaml"
+    path.write_text(
+        f"""\
+workdir: {workdir}
+data:
+  synth: {{images: 8, min_side: 64, max_side: 128, words_min: 2, words_max: 4}}
+shards: {{samples_per_shard: 2, progress: false, max_in_flight: 4}}
+model: {{backbone: hyperprior, N: 8, M: 8}}
+train:
+  epochs: 1
+  steps_per_epoch: 4
+  batch_size: 2
+  crop_size: 64
+  num_workers: 2
+  loader_workers: 0
+  checkpoint_every: 2
+  run_name: cluster-stage1
+mlflow: {{tracking_uri: "{services.mlflow}", experiment: cluster}}
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def shards_job(services: Services, job_config: Path) -> dict:
+    logs = run_job(services, f"{sys.executable} -m jobs.shards build {job_config} --split train")
+    return {"logs": logs, "out": services.root / "work" / "shards"}
+
+
+def test_shard_build_job_spreads_tasks_over_both_nodes(services: Services, shards_job: dict):
+    from pipeline.shards import read_manifest, verify_shards
+
+    manifest = read_manifest(str(shards_job["out"]))
+    entry = manifest["splits"]["train"]
+    assert entry["count"] == 8 and len(entry["shards"]) == 4
+    report = verify_shards(str(shards_job["out"]))
+    assert report["ok"], report["errors"]
+    tasks = _list(services, "tasks", func_or_class_name="run_shard")
+    finished = [t for t in tasks if t["state"] == "FINISHED"]
+    assert len(finished) >= 4
+    assert len({t["node_id"] for t in finished}) == 2, "shard tasks ran on one node only"
+
+
+def test_training_job_runs_ddp_on_both_nodes_and_logs_to_the_server(
+    services: Services, job_config: Path, shards_job: dict
+) -> None:
+    from mlflow import MlflowClient
+
+    from pipeline.training import manifest_sha256
+    from textboost.checkpoint import load_checkpoint
+
+    logs = run_job(services, f"{sys.executable} -m jobs.train {job_config} stage=1 --json")
+    result = json.loads(next(line for line in reversed(logs.splitlines()) if line.startswith("{")))
+    # Two DDP ranks, one per node (each node has a single CPU).
+    workers = _list(services, "actors", class_name="RayTrainWorker")
+    assert len({a["node_id"] for a in workers}) == 2
+    # The checkpoint names the shards it was trained on.
+    _, meta = load_checkpoint(result["checkpoint"])
+    assert meta["stage"] == 1
+    assert meta["manifest_sha256"] == manifest_sha256(str(shards_job["out"]))
+    # The MLflow server received the run, its per-step metrics and the checkpoint artifact.
+    client = MlflowClient(services.mlflow)
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["textboost.manifest_sha256"] == meta["manifest_sha256"]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train.loss")]
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert [f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")] == [
+        "checkpoint/model.pt"
+    ]
+    stored = list(services.artifacts.rglob("model.pt"))  # the server's artifact store
+    assert len(stored) == 1 and stored[0].stat().st_size > 0

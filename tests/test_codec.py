@@ -173,6 +173,21 @@ def test_checkpoint_round_trip_decodes_identically(model, encoded, tmp_path):
     assert again.identity() == ident
 
 
+def test_save_leaves_live_model_untouched(tmp_path):
+    torch.manual_seed(3)
+    live = build_model(TINY).train()  # never updated: empty CDF tables
+    before = {k: v.clone() for k, v in live.state_dict().items()}
+    save_checkpoint(tmp_path / "model.pt", live, TINY)
+    after = live.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before) and live.training
+    loaded, _ = load_checkpoint(tmp_path / "model.pt")
+    cdf = "backbone.entropy_bottleneck._quantized_cdf"
+    assert before[cdf].numel() == 0 and loaded.state_dict()[cdf].numel() > 0
+    with pytest.raises(CheckpointError, match="does not describe"):
+        save_checkpoint(tmp_path / "x.pt", live, ModelConfig(backbone="hyperprior", N=64, M=32))
+
+
 def test_checkpoint_fsspec_url(model):
     url = "memory://textboost-test/model.pt"
     save_checkpoint(url, model, TINY)
@@ -237,7 +252,7 @@ def _mutate(data: bytes, rng: random.Random, fix_crc: bool) -> bytes:
     if op == "flip":
         buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
     elif op == "byte":
-        buf[rng.randrange(len(buf))] = rng.randrange(256)
+        buf[rng.randrange(len(buf))] ^= rng.randrange(1, 256)  # always a change
     elif op == "truncate":
         del buf[rng.randrange(len(buf)) :]
     elif op == "extend":

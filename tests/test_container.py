@@ -14,7 +14,7 @@ from textboost import container
 from textboost.container import Container, describe, pack, unpack
 from textboost.errors import ContainerError
 
-MODEL_ID = "0123456789abcdef0123456789abcdef"
+MODEL_ID = "0123456789abcdef"
 
 
 def _sample(side: bytes = b"side-info", strings=None) -> Container:
@@ -30,9 +30,11 @@ def _recrc(body: bytes) -> bytes:
 def test_round_trip_and_layout():
     c = _sample()
     data = pack(c)
-    assert data[:4] == b"TBX\x1a" and data[4] == container.FORMAT_VERSION
+    assert data[:3] == b"TBX" and data[3] == container.FORMAT_VERSION
     assert unpack(data) == c
     assert pack(unpack(data)) == data  # canonical
+    big = _sample(side=b"s" * 300, strings=[[bytes(70_000)], [b""]])  # 3-byte varint lengths
+    assert unpack(pack(big)) == big
 
 
 @settings(max_examples=60, deadline=None)
@@ -56,7 +58,8 @@ def test_describe_splits_bits():
         == len(data)
         == d["total_bytes"]
     )
-    assert d["overhead_bytes"] == 4 + 1 + 1 + 16 + 8 + 8 + 4 + 4 + 2 * 4 + 4
+    # magic, version, id, width, height, padding, side len, counts, 2 string lengths, crc
+    assert d["overhead_bytes"] == 3 + 1 + 8 + 1 + 1 + 4 + 1 + 2 + 2 * 1 + 4
     px = 100 * 60
     assert d["bpp_total"] == pytest.approx(8 * len(data) / px)
     assert d["bpp_image"] + d["bpp_side_info"] + d["bpp_overhead"] == pytest.approx(d["bpp_total"])
@@ -67,8 +70,8 @@ def test_describe_splits_bits():
     [
         (b"", "wrong magic"),
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "wrong magic"),
-        (b"TBX\x1a\x07" + b"\0" * 100, "format version 7"),
-        (b"TBX\x1a\x01", "truncated"),
+        (b"TBX\x07" + b"\0" * 100, "format version 7"),
+        (b"TBX\x01", "truncated"),
     ],
 )
 def test_foreign_or_short_files(data, match):
@@ -91,20 +94,25 @@ def test_checksum_trailing_and_truncation():
         unpack(_recrc(body + b"extra"))
 
 
-def _header(side_len: int, w: int = 100, h: int = 60, flags: int = 0) -> bytes:
-    return struct.pack("<4sBB16sII4HI", b"TBX\x1a", 1, flags, bytes(16), w, h, 0, 0, 0, 0, side_len)
+def _varint(v: int) -> bytes:
+    return container._varint(v)
+
+
+def _header(side_len: int, w: int = 100, h: int = 60) -> bytes:
+    return b"TBX\x01" + bytes(8) + _varint(w) + _varint(h) + bytes(4) + _varint(side_len)
 
 
 @pytest.mark.parametrize(
     "body,match",
     [
         (_header(2**32 - 1) + b"\0" * 8, "side info needs 4294967295 bytes"),
-        (_header(0) + struct.pack("<HH", 65535, 1), "too many"),
-        (_header(0) + struct.pack("<HH", 2, 1) + struct.pack("<I", 2**31), "latent string 0"),
-        (_header(0) + struct.pack("<HH", 1, 1), "length of latent string 0"),
-        (_header(0, w=0) + struct.pack("<HH", 0, 0), "image size 0x60"),
-        (_header(0, w=2**31) + struct.pack("<HH", 0, 0), "image size"),
-        (_header(0, flags=3) + struct.pack("<HH", 0, 0), "flags"),
+        (_header(0) + bytes([255, 1]), "too many"),
+        (_header(0) + bytes([2, 1]) + _varint(2**31), "latent string 0 needs"),
+        (_header(0) + bytes([1, 1]) + b"\xff" * 6, "not a valid varint"),
+        (_header(0) + bytes([1, 1]), "length of latent string 0"),
+        (_header(0, w=0) + bytes([0, 0]), "image size 0x60"),
+        (_header(0, w=2**31) + bytes([0, 0]), "image size"),
+        (b"TBX\x01" + bytes(8) + b"\xff" * 12, "width is not a valid varint"),
     ],
 )
 def test_hostile_lengths_with_valid_checksum(body, match):
@@ -117,6 +125,8 @@ def test_pack_rejects_unrepresentable_values():
         pack(Container("xyz", 1, 1, (0, 0, 0, 0), b"", []))
     with pytest.raises(ContainerError, match="image size"):
         pack(Container(MODEL_ID, 0, 1, (0, 0, 0, 0), b"", []))
+    with pytest.raises(ContainerError, match="padding"):
+        pack(Container(MODEL_ID, 1, 1, (0, 300, 0, 0), b"", []))
     with pytest.raises(ContainerError, match="one string per image"):
         pack(Container(MODEL_ID, 1, 1, (0, 0, 0, 0), b"", [[b"a"], [b"b", b"c"]]))
 
@@ -128,7 +138,7 @@ def _mutate(data: bytes, rng: random.Random, fix_crc: bool) -> bytes:
         i = rng.randrange(len(buf))
         buf[i] ^= 1 << rng.randrange(8)
     elif op == "byte":
-        buf[rng.randrange(len(buf))] = rng.randrange(256)
+        buf[rng.randrange(len(buf))] ^= rng.randrange(1, 256)  # always a change
     elif op == "truncate":
         del buf[rng.randrange(len(buf)) :]
     elif op == "extend":

@@ -36,7 +36,8 @@ def save_checkpoint(
     stage: int = 1,
     extra: dict | None = None,
 ) -> str:
-    """Write ``model`` to ``path_or_url`` (one file); returns the model identity (hex)."""
+    """Write ``model`` (plain or DDP-wrapped) to ``path_or_url`` as one file; returns the
+    model identity (hex). The live model is not modified."""
     import fsspec
 
     core = getattr(model, "module", model)
@@ -44,9 +45,17 @@ def save_checkpoint(
         raise CheckpointError(
             f"save_checkpoint expects a TextBoost model, got {type(core).__name__}"
         )
+    if to_dict(model_cfg) != to_dict(core.model_cfg):
+        raise CheckpointError(
+            f"model_cfg {to_dict(model_cfg)} does not describe the model being saved "
+            f"({to_dict(core.model_cfg)})"
+        )
+    # Refresh the CDF tables on a CPU copy: the live model is left untouched (under DDP its
+    # buffers must keep the same sizes on every rank).
+    snapshot = build_model(model_cfg)
+    snapshot.load_state_dict({k: v.detach().cpu() for k, v in core.state_dict().items()})
     with torch.no_grad():
-        core.update(force=True)  # CDF tables travel with the weights
-    core.mark_updated()
+        snapshot.update(force=True)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -54,9 +63,9 @@ def save_checkpoint(
         "run_config": run_cfg,
         "manifest_sha256": manifest_sha,
         "stage": int(stage),
-        "model_identity": core.identity(),
+        "model_identity": snapshot.identity(),
         "extra": extra or {},
-        "state_dict": {k: v.detach().cpu() for k, v in core.state_dict().items()},
+        "state_dict": snapshot.state_dict(),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)

@@ -1,18 +1,18 @@
 """The ``.tbx`` codec container: side info + latent strings in one file (paper 4.1, 5.1.3).
 
-Pure struct parsing, no torch. Layout (little-endian)::
+Pure struct parsing, no torch. Every byte counts in the reported bpp, so the layout is
+compact (``varint`` = unsigned LEB128, at most 5 bytes)::
 
-    magic        4  b"TBX\\x1a"
+    magic        3  b"TBX"
     version      1  FORMAT_VERSION
-    flags        1  0 (reserved)
-    model id    16  TextBoost.identity(): sha256 prefix of model config + weights
-    width        4  u32  original image size
-    height       4  u32
-    padding      8  4 x u16  left, right, top, bottom (to multiples of 64)
-    side info    4 + n  u32 length + side-info bytes (textboost.side_info)
-    strings      2 + 2  u16 number of string lists, u16 strings per list (batch)
-                 then per string: u32 length + bytes (compressai ``strings`` list of lists)
-    checksum     4  crc32 of everything before it
+    model id     8  TextBoost.identity(): sha256 prefix of model config + weights
+    width        varint  original image size (1..MAX_SIDE)
+    height       varint
+    padding      4  u8 x 4: left, right, top, bottom (to multiples of 64)
+    side info    varint length + side-info bytes (textboost.side_info)
+    strings      u8 number of string lists, u8 strings per list (batch),
+                 then per string: varint length + bytes (compressai ``strings`` list of lists)
+    checksum     4  crc32 (little-endian) of everything before it
 
 Parsing is bounded: the checksum is verified first, every length is checked against the bytes
 that remain, counts and sizes are capped, trailing bytes are refused. Any damage raises
@@ -27,22 +27,22 @@ from dataclasses import dataclass, field
 
 from textboost.errors import ContainerError
 
-MAGIC = b"TBX\x1a"
+MAGIC = b"TBX"
 FORMAT_VERSION = 1
+MODEL_ID_BYTES = 8
 MAX_SIDE = 1 << 15  # largest width/height a container may declare
 MAX_STRING_LISTS = 64  # ELIC uses 11, the hyperprior 2
 MAX_BATCH = 16
-
-_HEADER = struct.Struct("<4sBB16sII4HI")  # up to and including the side-info length
-_COUNTS = struct.Struct("<HH")
+_MAX_VARINT_BYTES = 5  # values < 2**35; lengths are further bounded by the input size
 _U32 = struct.Struct("<I")
+MIN_SIZE = len(MAGIC) + 1 + MODEL_ID_BYTES + 1 + 1 + 4 + 1 + 2 + 4
 
 
 @dataclass
 class Container:
     """One encoded image: who encoded it, its size, the side info and the latent strings."""
 
-    model_id: str  # 32 hex chars
+    model_id: str  # 16 hex chars
     width: int
     height: int
     padding: tuple[int, int, int, int]  # left, right, top, bottom
@@ -54,31 +54,48 @@ class Container:
         return sum(len(s) for ss in self.strings for s in ss)
 
 
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, v = v & 0x7F, v >> 7
+        out.append(byte | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
 def pack(c: Container) -> bytes:
     """Serialise ``c`` (raises ``ContainerError`` for values the format cannot hold)."""
     try:
         model_id = bytes.fromhex(c.model_id)
-    except ValueError:
-        raise ContainerError(f"model id must be 32 hex characters, got {c.model_id!r}") from None
-    if len(model_id) != 16:
-        raise ContainerError(f"model id must be 32 hex characters, got {c.model_id!r}")
+    except (ValueError, TypeError):
+        model_id = b""
+    if len(model_id) != MODEL_ID_BYTES:
+        raise ContainerError(
+            f"model id must be {2 * MODEL_ID_BYTES} hex characters, got {c.model_id!r}"
+        )
     if not (1 <= c.width <= MAX_SIDE and 1 <= c.height <= MAX_SIDE):
         raise ContainerError(f"image size {c.width}x{c.height} outside 1..{MAX_SIDE}")
+    if len(c.padding) != 4 or not all(0 <= p <= 255 for p in c.padding):
+        raise ContainerError(f"padding {c.padding} must be 4 values in 0..255")
     if len(c.strings) > MAX_STRING_LISTS or any(len(ss) > MAX_BATCH for ss in c.strings):
         raise ContainerError("too many latent strings for the container format")
     batch = len(c.strings[0]) if c.strings else 0
     if any(len(ss) != batch for ss in c.strings):
         raise ContainerError("every latent string list must hold one string per image")
-    try:
-        header = _HEADER.pack(
-            MAGIC, FORMAT_VERSION, 0, model_id, c.width, c.height, *c.padding, len(c.side_info)
-        )
-    except struct.error as exc:
-        raise ContainerError(f"container header cannot hold {c.padding=}: {exc}") from None
-    parts = [header, bytes(c.side_info), _COUNTS.pack(len(c.strings), batch)]
+    parts = [
+        MAGIC,
+        bytes([FORMAT_VERSION]),
+        model_id,
+        _varint(c.width),
+        _varint(c.height),
+        bytes(c.padding),
+        _varint(len(c.side_info)),
+        bytes(c.side_info),
+        bytes([len(c.strings), batch]),
+    ]
     for ss in c.strings:
         for s in ss:
-            parts += [_U32.pack(len(s)), bytes(s)]
+            parts += [_varint(len(s)), bytes(s)]
     body = b"".join(parts)
     return body + _U32.pack(zlib.crc32(body))
 
@@ -99,48 +116,55 @@ class _Reader:
         self.pos += n
         return out
 
-    def unpack(self, st: struct.Struct, what: str) -> tuple:
-        return st.unpack(self.take(st.size, what))
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(_MAX_VARINT_BYTES):
+            (byte,) = self.take(1, what)
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                return value
+        raise ContainerError(f"damaged container: {what} is not a valid varint")
 
 
 def unpack(data: bytes) -> Container:
     """Parse container bytes; any damage, truncation or foreign file -> ``ContainerError``."""
     data = bytes(data)
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+    if data[: len(MAGIC)] != MAGIC:
         raise ContainerError(
             "not a TextBoost container (.tbx): wrong magic bytes; encode it with "
             "`textboost compress`"
         )
-    if len(data) >= 5 and data[4] != FORMAT_VERSION:
+    if len(data) > len(MAGIC) and data[len(MAGIC)] != FORMAT_VERSION:
         raise ContainerError(
-            f"container format version {data[4]} is not supported (this software reads "
-            f"version {FORMAT_VERSION}); decode it with the textboost version that wrote it"
+            f"container format version {data[len(MAGIC)]} is not supported (this software "
+            f"reads version {FORMAT_VERSION}); decode it with the textboost version that wrote it"
         )
-    if len(data) < _HEADER.size + _COUNTS.size + _U32.size:
+    if len(data) < MIN_SIZE:
         raise ContainerError(f"truncated container: only {len(data)} bytes")
     (stored,) = _U32.unpack(data[-4:])
     if zlib.crc32(data[:-4]) != stored:
         raise ContainerError("container checksum mismatch: the file is damaged or truncated")
     r = _Reader(data, len(data) - 4)
-    _, _, flags, model_id, width, height, *padding, side_len = r.unpack(_HEADER, "header")
-    if flags != 0:
-        raise ContainerError(f"unknown container flags {flags:#x}")
+    r.take(len(MAGIC) + 1, "header")
+    model_id = r.take(MODEL_ID_BYTES, "model id").hex()
+    width, height = r.varint("width"), r.varint("height")
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise ContainerError(f"container declares image size {width}x{height} (max {MAX_SIDE})")
-    side_info = r.take(side_len, "side info")
-    n_lists, batch = r.unpack(_COUNTS, "string counts")
+    padding = tuple(r.take(4, "padding"))
+    side_info = r.take(r.varint("side-info length"), "side info")
+    n_lists, batch = r.take(2, "string counts")
     if n_lists > MAX_STRING_LISTS or batch > MAX_BATCH:
         raise ContainerError(f"container declares {n_lists}x{batch} latent strings (too many)")
     strings = []
     for i in range(n_lists):
         row = []
         for _ in range(batch):
-            (n,) = r.unpack(_U32, f"length of latent string {i}")
+            n = r.varint(f"length of latent string {i}")
             row.append(r.take(n, f"latent string {i}"))
         strings.append(row)
     if r.pos != r.end:
         raise ContainerError(f"container has {r.end - r.pos} unexpected trailing bytes")
-    return Container(model_id.hex(), width, height, tuple(padding), side_info, strings)
+    return Container(model_id, width, height, padding, side_info, strings)
 
 
 def describe(data: bytes) -> dict:

@@ -185,8 +185,9 @@ class TextBoost(CompressionModel):
         return tuple((p.data_ptr(), p._version) for p in self.parameters())
 
     def identity(self) -> str:
-        """32 hex chars: sha256 of the model config and every parameter (name, dtype, shape,
-        bytes). Containers record it, so a file is only decoded by the model that wrote it."""
+        """16 hex chars (64 bits): sha256 prefix of the model config and every parameter
+        (name, dtype, shape, bytes). Containers record it, so a file is only decoded by the
+        model that wrote it; checkpoints record it to detect damaged weights."""
         key = self._version_key()
         if self._identity_cache is not None and self._identity_cache[0] == key:
             return self._identity_cache[1]
@@ -196,7 +197,7 @@ class TextBoost(CompressionModel):
             t = p.detach().cpu().contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
             h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-        digest = h.hexdigest()[:32]
+        digest = h.hexdigest()[:16]
         self._identity_cache = (key, digest)
         return digest
 
