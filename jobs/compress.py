@@ -34,12 +34,11 @@ def ocr_words(image, ocr: str | None, image_id: str | None) -> list[Word]:
     if not ocr:
         return []
     if ocr == "auto":
-        import numpy as np
         from rapidocr_onnxruntime import RapidOCR
 
         from textboost.ocr import words_from_rapidocr
 
-        return words_from_rapidocr(RapidOCR()(np.asarray(image)))
+        return words_from_rapidocr(RapidOCR()(image))  # a PIL image: RapidOCR converts to BGR
     from textboost.ocr import read_annotations
 
     return read_annotations(ocr, image_id)

@@ -358,6 +358,7 @@ def rd_plot(means: list[dict], models: list[str], methods: list[str], path: str)
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
+    axes.flat[2].legend(fontsize=8)  # with the originals' F1 line
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)

@@ -43,15 +43,22 @@ def setup_mlflow(mlflow_cfg: MlflowConfig) -> str:
     import mlflow
 
     uri = mlflow_cfg.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    elif uri.startswith(("file:", "./", "/")) or "://" not in uri:
+    if uri.startswith(("file:", "./", "/")) or "://" not in uri:
         raise ConfigError(
             f"mlflow.tracking_uri={uri!r}: the model registry needs a database store; use "
             "sqlite:///PATH/mlflow.db or an http(s):// tracking server"
         )
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if uri.startswith("sqlite:///"):
+        # MLflow's default artifact root is ./mlruns of the current directory: keep the
+        # artifacts next to the database instead (a server decides for itself).
+        db = Path(uri[len("sqlite:///") :]).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        c = client(mlflow_cfg)
+        if c.get_experiment_by_name(mlflow_cfg.experiment) is None:
+            location = (db.parent / "mlartifacts" / mlflow_cfg.experiment).as_uri()
+            c.create_experiment(mlflow_cfg.experiment, artifact_location=location)
     exp = mlflow.set_experiment(mlflow_cfg.experiment)
     return exp.experiment_id
 

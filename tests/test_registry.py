@@ -43,13 +43,18 @@ def env(tmp_path_factory) -> dict:
 def test_evaluation_run_logs_metrics_artifacts_and_registers(env):
     from mlflow import MlflowClient
 
+    from textboost.checkpoint import load_checkpoint
+
     cfg, summary = env["cfg"], env["summary"]
     assert cfg.mlflow.tracking_uri.startswith("sqlite:///")
     c = MlflowClient(cfg.mlflow.tracking_uri)
     run = c.get_run(summary["run_id"])
+    # artifacts live next to the sqlite database, never in ./mlruns of the current directory
+    assert run.info.artifact_uri.startswith((env["root"] / "mlartifacts").resolve().as_uri())
     assert run.data.params["eval.baselines"] == "['backbone']"
     assert "textboost.bpp" in run.data.metrics and "backbone.psnr" in run.data.metrics
-    assert run.data.metrics["textboost.bpp"] == pytest.approx(summary["means"][1]["bpp"])
+    point = next(m for m in summary["means"] if m["method"] == "textboost")
+    assert run.data.metrics["textboost.bpp"] == pytest.approx(point["bpp"])
     assert run.data.tags["textboost.lpips"] == "n/a"
     names = {a.path for a in c.list_artifacts(summary["run_id"], "eval")}
     assert {"eval/per_image.csv", "eval/summary.json", "eval/rd_curves.png"} <= names
@@ -57,10 +62,11 @@ def test_evaluation_run_logs_metrics_artifacts_and_registers(env):
     assert reg["version"] == "1" and reg["champion"] and reg["reason"] == "no champion yet"
     (v1,) = tracking.list_versions(cfg.mlflow)
     assert v1["aliases"] == ["candidate", "champion"] and v1["run_id"] == summary["run_id"]
-    assert float(v1["metrics"]["bpp"]) == pytest.approx(summary["means"][1]["bpp"])
+    assert float(v1["metrics"]["bpp"]) == pytest.approx(point["bpp"])
     mv = c.get_model_version(cfg.mlflow.registered_model, "1")
     assert mv.tags["textboost.eval_fingerprint"] == summary["eval_fingerprint"]
-    assert len(mv.tags["textboost.model_identity"]) == 32
+    identity = load_checkpoint(env["root"] / "model.pt")[0].identity()
+    assert mv.tags["textboost.model_identity"] == identity
 
 
 def test_pyfunc_from_alias_decodes_bit_exactly_like_the_cli(env, tmp_path):

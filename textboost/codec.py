@@ -70,8 +70,8 @@ def encode_image(
         raise ImageError(f"image size {width}x{height} outside 1..{container.MAX_SIDE} pixels")
     side_info = encode_side_info(list(words), (width, height), side_info_format)
     x = image_to_tensor(image).to(_device(model))
+    model.ensure_updated()  # outside inference_mode: CDF buffers stay ordinary tensors
     with torch.inference_mode(), _eval_mode(model):
-        model.ensure_updated()
         out = model.compress(x)
     strings = [[bytes(s) for s in ss] for ss in out["strings"]]
     c = container.Container(model.identity(), width, height, out["padding"], side_info, strings)
@@ -87,8 +87,8 @@ def decode_container(
     words = decode_words(c)
     guidance = guidance_tensor(words, c.height, c.width)
     shape = model.latent_shape(c.height + c.padding[2] + c.padding[3], c.width + sum(c.padding[:2]))
+    model.ensure_updated()
     with torch.inference_mode(), _eval_mode(model):
-        model.ensure_updated()
         try:
             out = model.decompress(c.strings, shape, guidance.to(_device(model)))
         except (RuntimeError, ValueError, AssertionError, IndexError, OverflowError) as exc:

@@ -10,6 +10,8 @@ Padding: the backbones need H and W divisible by 64 (ELIC: 4 stride-2 analysis l
 ``padding_for(h, w)``; the backbone output is cropped back with the same offsets *before* the
 fusion block, so the guidance map is always used at the image's own resolution and can never
 be misaligned with it. The rate (bpp) is counted over the original pixel count (losses).
+``decompress`` feeds the fusion block the same unclamped ``x_base`` as ``forward`` in eval
+mode, so a decoded image equals the eval-mode forward output (measured: bit-identical).
 """
 
 from __future__ import annotations
@@ -206,7 +208,9 @@ class TextBoost(CompressionModel):
         since the last update or since the tables were loaded from a checkpoint."""
         key = self._version_key()
         if self._updated_key != key:
-            with torch.no_grad():
+            # Never under inference mode: CDF buffers made there could not be loaded into or
+            # resized later (inference tensors refuse in-place updates outside it).
+            with torch.inference_mode(False), torch.no_grad():
                 self.update(force=True)
             self._updated_key = key
 
