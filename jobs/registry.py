@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.if_better:
         decision = tracking.maybe_promote(cfg.mlflow, args.version)
-        moved = "champion moved" if decision["champion"] else "champion kept"
-        print(f"v{args.version}: candidate; {moved} ({decision['reason']})")
+        status = "champion" if decision["champion"] else "not champion"
+        print(f"v{args.version}: candidate, {status} ({decision['reason']})")
         return 0
     tracking.promote(cfg.mlflow, args.version, args.alias)
     print(f"{cfg.mlflow.registered_model} v{args.version} is now @{args.alias}")

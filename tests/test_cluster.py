@@ -19,6 +19,7 @@ driver); this test sends it as a bearer header and never reads or writes ``~/.ra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -85,19 +86,20 @@ def _spawn(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
     )
 
 
-def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM the process group we created, then SIGKILL what is left."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(5)
+def _stop(procs: list[subprocess.Popen], grace: float = 15.0) -> None:
+    """SIGTERM the process groups we created (all at once), then SIGKILL what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.1, deadline - time.monotonic()))
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
 
 
 def _kill_tagged(token: str) -> list[int]:
@@ -208,8 +210,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         wait_until("mlflow server", lambda: _get(f"{mlflow_url}/health"), procs, logs, 240)
         yield Services(dashboard, mlflow_url, artifacts, root, headers)
     finally:
-        for proc in reversed(procs):  # worker node, head node, mlflow
-            _stop(proc)
+        _stop(procs)
         _kill_tagged(token)
 
 

@@ -100,11 +100,16 @@ def test_stage1_step_trains_everything_stage2_only_the_fusion_block(tmp_path, sh
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """One embedded Ray for the module. On a busy 2-core CI box, starting a worker group can
+    take longer than Ray Train's default 60 s limit; a faster health check ends runs sooner."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+        mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
