@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{n:26s} best {best[n]:7.2f} images/s (median {statistics.median(rates[n]):.2f}{wall})"
         )
+    paired = [ray / plain for ray, plain in zip(rates[names[2]], rates[names[0]])]
+    print("per-round ratio Ray 1 worker / plain 1 thread: " + ", ".join(f"{r:.2f}" for r in paired))
     overhead = 1 - best[names[2]] / best[names[0]]
     print(f"Ray overhead, 1 worker vs plain 1 thread: {overhead * 100:+.1f} % (target <= 5 %)")
     print(f"2-worker DDP vs 1 worker: {best[names[3]] / best[names[2]]:.2f}x")

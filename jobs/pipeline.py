@@ -150,26 +150,29 @@ class Stage:
 
 
 def _data_key(cfg: TextBoostConfig, done: dict) -> dict:
-    return {"data": to_dict(cfg.data), "eval_dataset": to_dict(cfg.eval.dataset)}
+    return {"data": to_dict(cfg.data), "eval": [to_dict(cfg.eval.dataset), cfg.eval.limit]}
 
 
 def _run_data(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     """List every configured source once: fails early on unreachable data, and the source
     fingerprints feed the shard stage's hash (changed inputs -> rebuilt shards)."""
+    from pipeline.evaluation import eval_source
     from pipeline.sources import fingerprint, list_source
 
     out = {}
-    for split, src in (("train", cfg.data.train), ("val", cfg.data.val)):
-        refs = list_source(src, split, cfg.data.synth)
-        out[split] = {"kind": src.kind, "samples": len(refs), "fingerprint": fingerprint(refs)}
-        print(f"  data.{split}: {src.kind}, {len(refs)} samples", flush=True)
+    sources = {"train": cfg.data.train, "val": cfg.data.val, "eval": eval_source(cfg)}
+    for name, src in sources.items():
+        refs = list_source(src, "train" if name == "train" else "val", cfg.data.synth)
+        out[name] = {"kind": src.kind, "samples": len(refs), "fingerprint": fingerprint(refs)}
+        print(f"  {name}: {src.kind}, {len(refs)} samples", flush=True)
     return out
 
 
 def _shards_key(cfg: TextBoostConfig, done: dict) -> dict:
     shards = to_dict(cfg.shards)
     shards.pop("progress", None)
-    return {"data": done["data"], "cfg": to_dict(cfg.data), "shards": shards}
+    sources = {split: done["data"][split] for split in ("train", "val")}
+    return {"sources": sources, "data": to_dict(cfg.data), "shards": shards}
 
 
 def _run_shards(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
@@ -241,6 +244,7 @@ def _eval_key(cfg: TextBoostConfig, done: dict) -> dict:
     return {
         "eval": {k: v for k, v in to_dict(cfg.eval).items() if k not in ("models", "register")},
         "data": to_dict(cfg.data),
+        "source": done["data"]["eval"],
         "side_info_format": cfg.shards.side_info_format,
         "checkpoint_sha256": done["stage2"]["checkpoint_sha256"],
         "mlflow": [cfg.mlflow.tracking_uri, cfg.mlflow.experiment],

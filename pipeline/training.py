@@ -187,17 +187,19 @@ def _initial_model(args: dict, tcfg: TrainConfig):
 
 
 class MetricLog:
-    """Rank-0 MLflow logging: every step's metrics, flushed in batches (one request each)."""
+    """Rank-0 MLflow logging: every step's metrics, sent in batches every ``flush_s`` seconds
+    (and at checkpoints), so fast steps do not wait on the tracking store."""
 
-    def __init__(self, tracking_uri: str, run_id: str, flush_every: int = 20):
+    def __init__(self, tracking_uri: str, run_id: str, flush_s: float = 15.0):
         from mlflow.tracking import MlflowClient
 
-        self.client, self.run_id, self.flush_every = MlflowClient(tracking_uri), run_id, flush_every
+        self.client, self.run_id, self.flush_s = MlflowClient(tracking_uri), run_id, flush_s
         self.pending: list[tuple[int, dict]] = []
+        self.last = time.monotonic()
 
     def add(self, step: int, values: dict) -> None:
         self.pending.append((step, values))
-        if len(self.pending) >= self.flush_every:
+        if time.monotonic() - self.last >= self.flush_s:
             self.flush()
 
     def flush(self) -> None:
@@ -211,7 +213,7 @@ class MetricLog:
         ]
         for i in range(0, len(metrics), 1000):  # MLflow's batch limit
             self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
-        self.pending = []
+        self.pending, self.last = [], time.monotonic()
 
 
 def _maybe_inject_fault(step: int, tcfg: TrainConfig, rank: int, experiment_dir: str) -> None:

@@ -7,8 +7,9 @@ checks the shards, the checkpoint and the runs the server received.
 
 Teardown never runs ``ray stop``: it stops *every* Ray instance on the machine, including
 other tests' embedded Ray. Both nodes run ``ray start --block`` as children of this process
-(each in its own session): SIGTERM makes them shut their own processes down, and Ray's
-kernel fate-sharing takes raylet workers along. A last sweep kills only processes that carry
+(each in its own session, and told by ``prctl`` to get SIGTERM if pytest dies): SIGTERM
+makes them shut their own processes down, and Ray's kernel fate-sharing takes raylet workers
+along. A last sweep kills only processes that carry
 this cluster's private token in their environment (every Ray process inherits it). All
 ports are picked free, so this cluster never collides with another one on the machine.
 
@@ -20,6 +21,7 @@ driver); this test sends it as a bearer header and never reads or writes ``~/.ra
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -35,7 +37,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(420)]
@@ -75,6 +76,14 @@ def wait_until(what: str, check, procs: list[subprocess.Popen], logs: list[Path]
     pytest.fail(f"{what}: not ready after {limit:.0f} s\n{tails}")
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when pytest dies, even by SIGKILL (Linux prctl)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _spawn(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
         cmd,
@@ -83,10 +92,11 @@ def _spawn(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: signals never reach pytest
+        preexec_fn=_die_with_parent,
     )
 
 
-def _stop(procs: list[subprocess.Popen], grace: float = 15.0) -> None:
+def _stop(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
     """SIGTERM the process groups we created (all at once), then SIGKILL what is left."""
     for proc in procs:
         if proc.poll() is None:
@@ -103,17 +113,19 @@ def _stop(procs: list[subprocess.Popen], grace: float = 15.0) -> None:
 
 
 def _kill_tagged(token: str) -> list[int]:
-    """Kill the processes whose environment carries our token (and only those)."""
+    """Kill the processes whose environment carries our token (and only those; Linux /proc)."""
+    tag = f"{TOKEN_VAR}={token}".encode()
     killed = []
-    for proc in psutil.process_iter(["pid"]):
-        if proc.pid == os.getpid():
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if proc.environ().get(TOKEN_VAR) == token:
-                proc.kill()
-                killed.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            if tag in environ:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+        except (OSError, ValueError):
+            continue  # gone, or not ours to read
     return killed
 
 

@@ -12,7 +12,6 @@ import importlib
 import io
 import re
 import shlex
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from textboost.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 MANIFESTS = sorted(INFRA.rglob("*.yaml"))
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+VERSION = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.M)[1]
 IMAGE = f"registry.example.com/textboost/textboost:{VERSION}"
 DOCKERFILE = (INFRA / "Dockerfile").read_text()
 NAMESPACE = "textboost"

@@ -60,6 +60,8 @@ def states(workdir: Path) -> dict[str, dict]:
 def ray_session():
     import ray
 
+    if ray.is_initialized():  # left over by another module: start a known one
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
