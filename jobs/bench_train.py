@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds (medians are printed)")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (best is kept)")
     args = parser.parse_args(argv)
     if args.config and "=" in args.config:  # no CONFIG, only overrides
         args.overrides, args.config = [args.config, *args.overrides], None
@@ -102,31 +102,33 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.steps} timed steps after {args.warmup}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False)
-    hmean = statistics.harmonic_mean
     names = ["plain torch, 1 thread", "plain torch, 2 threads", "Ray Train, 1 worker",
              "Ray Train DDP, 2 workers"]  # fmt: skip
-    rates: dict[str, list[float]] = {n: [] for n in names}
+    runs: dict[str, list[list[float]]] = {n: [] for n in names}  # per-step images/s per round
     walls: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.repeats):  # interleaved, so a busy machine hurts every variant alike
         for name, threads in zip(names[:2], (1, 2)):
-            rates[name].append(hmean(plain_loop(cfg, args.steps, args.warmup, threads)))
+            runs[name].append(plain_loop(cfg, args.steps, args.warmup, threads))
         for name, workers in zip(names[2:], (1, 2)):
             per_step, wall = ray_run(cfg, args.steps, args.warmup, workers)
-            rates[name].append(hmean(per_step))
+            runs[name].append(per_step)
             walls[name].append(wall)
-        print(f"round {r + 1}: " + ", ".join(f"{n}: {rates[n][-1]:.2f}" for n in names))
+        print(f"round {r + 1} images/s: "
+              + ", ".join(f"{n} {statistics.harmonic_mean(runs[n][-1]):.2f}" for n in names))  # fmt: skip
     ray.shutdown()
-    best = {n: max(v) for n, v in rates.items()}  # best of rounds, as timeit does: the
-    for n in names:  # machine is shared, and other load only ever slows a variant down
-        wall = f", run wall time incl. start-up {min(walls[n]):.1f} s" if walls[n] else ""
-        print(
-            f"{n:26s} best {best[n]:7.2f} images/s (median {statistics.median(rates[n]):.2f}{wall})"
-        )
-    paired = [ray / plain for ray, plain in zip(rates[names[2]], rates[names[0]])]
-    print("per-round ratio Ray 1 worker / plain 1 thread: " + ", ".join(f"{r:.2f}" for r in paired))
-    overhead = 1 - best[names[2]] / best[names[0]]
-    print(f"Ray overhead, 1 worker vs plain 1 thread: {overhead * 100:+.1f} % (target <= 5 %)")
-    print(f"2-worker DDP vs 1 worker: {best[names[3]] / best[names[2]]:.2f}x")
+    # Throughput of a round = harmonic mean of its per-step rates (total images / total time);
+    # a round's typical step = its median step, which ignores bursts of load from other jobs.
+    # Best round of each, as timeit does: other load only ever slows a variant down.
+    thr = {n: max(statistics.harmonic_mean(r) for r in v) for n, v in runs.items()}
+    typ = {n: max(statistics.median(r) for r in v) for n, v in runs.items()}
+    print(f"{'':26s} {'throughput':>12s} {'median step':>12s}  (images/s, best of {args.repeats})")
+    for n in names:
+        wall = f"  run wall time incl. start-up {min(walls[n]):.1f} s" if walls[n] else ""
+        print(f"{n:26s} {thr[n]:12.2f} {typ[n]:12.2f}{wall}")
+    for label, d in (("throughput", thr), ("median step", typ)):
+        print(f"Ray overhead ({label}), 1 worker vs plain 1 thread: "
+              f"{(1 - d[names[2]] / d[names[0]]) * 100:+.1f} % (target <= 5 %); "
+              f"2-worker DDP vs 1 worker: {d[names[3]] / d[names[2]]:.2f}x")  # fmt: skip
     return 0
 
 

@@ -25,6 +25,7 @@ import ctypes
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -224,6 +225,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     finally:
         _stop(procs)
         _kill_tagged(token)
+        shutil.rmtree(temp_dir, ignore_errors=True)  # Ray's session files (logs stay in root)
 
 
 def run_job(services: Services, entrypoint: str, limit: float = 240) -> str:
