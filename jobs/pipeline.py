@@ -360,28 +360,15 @@ def run_stage(stage: Stage, cfg: TextBoostConfig, done: dict, workdir: str, forc
     return state.data
 
 
-def ensure_experiment(cfg: TextBoostConfig) -> None:
-    """With a local database store, keep the experiment's artifacts under the workdir
-    (MLflow's default would be ``./mlruns`` in whatever folder the command runs from)."""
-    from mlflow import MlflowClient
-
-    uri = cfg.mlflow.tracking_uri
-    if not uri.startswith("sqlite:") or "://" in cfg.workdir:
-        return
-    Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(uri)
-    if client.get_experiment_by_name(cfg.mlflow.experiment) is None:
-        artifacts = Path(cfg.workdir, "mlartifacts").resolve()
-        client.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts.as_uri())
-
-
 def run_pipeline(cfg: TextBoostConfig, force: tuple[str, ...] = ()) -> dict[str, dict]:
     """Run the configured stages in order; returns every stage's state by name."""
     configs = stage_configs(cfg)
     workdir = cfg.workdir
     Path(workdir, STATE_DIR).mkdir(parents=True, exist_ok=True)
     Path(workdir, STATE_DIR, "config.yaml").write_text(to_yaml(cfg))
-    ensure_experiment(cfg)
+    from pipeline.tracking import ensure_experiment
+
+    ensure_experiment(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
     done: dict[str, dict] = {}
     states: dict[str, dict] = {}
     todo = [s for s in PIPELINE_STAGES if s in cfg.pipeline.stages]

@@ -50,17 +50,27 @@ def setup_mlflow(mlflow_cfg: MlflowConfig) -> str:
         )
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if uri.startswith("sqlite:///"):
-        # MLflow's default artifact root is ./mlruns of the current directory: keep the
-        # artifacts next to the database instead (a server decides for itself).
-        db = Path(uri[len("sqlite:///") :]).resolve()
-        db.parent.mkdir(parents=True, exist_ok=True)
-        c = client(mlflow_cfg)
-        if c.get_experiment_by_name(mlflow_cfg.experiment) is None:
-            location = (db.parent / "mlartifacts" / mlflow_cfg.experiment).as_uri()
-            c.create_experiment(mlflow_cfg.experiment, artifact_location=location)
+    ensure_experiment(uri, mlflow_cfg.experiment)
     exp = mlflow.set_experiment(mlflow_cfg.experiment)
     return exp.experiment_id
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """The experiment's id, creating it if needed. On a sqlite store a new experiment keeps
+    its artifacts next to the database (``<db dir>/mlartifacts``): MLflow's default,
+    ``./mlruns`` of the current directory, would mix stores. A server decides for itself."""
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :]).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        location = (db.parent / "mlartifacts").as_uri()
+    return c.create_experiment(name, artifact_location=location)
 
 
 def client(mlflow_cfg: MlflowConfig):

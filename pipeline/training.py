@@ -87,33 +87,26 @@ class Stepper:
         factor = lambda s: lr_factor(s, total_steps, tcfg.warmup_steps, tcfg.lr_schedule)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.net = model  # replaced by the DDP wrapper in workers
-        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.amp = tcfg.amp == "bf16"
 
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One update on a uint8 batch from the loader; returns detached loss tensors."""
+        from textboost.stages import train_step
+
         inputs = to_float(batch, self.device, non_blocking=True)
-        x = inputs["image"]  # Bx3xSxS in [0, 1]
-        self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.aux_optimizer is not None:
-            self.aux_optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.net(x, inputs["guidance"])
-        out = _as_float32(out)
-        losses = self.criterion(out, x, inputs["text_mask"])
-        total = losses["loss"]
-        if self.aux_optimizer is not None:
-            losses["aux_loss"] = self.model.aux_loss()
-            total = total + losses["aux_loss"]
-        total.backward()
-        if self.tcfg.clip_max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.tcfg.clip_max_norm)
-        self.optimizer.step()
-        if self.aux_optimizer is not None:
-            self.aux_optimizer.step()
+        losses = train_step(
+            self.net,
+            self.criterion,
+            self.optimizer,
+            self.aux_optimizer,
+            inputs["image"],  # Bx3xSxS in [0, 1]
+            inputs["guidance"],
+            inputs["text_mask"],
+            clip_max_norm=self.tcfg.clip_max_norm,
+            bf16=self.amp,
+        )
         self.scheduler.step()
-        return {k: v.detach() for k, v in losses.items()}
+        return losses
 
     def state_dict(self) -> dict:
         aux = self.aux_optimizer.state_dict() if self.aux_optimizer is not None else None
@@ -128,14 +121,6 @@ class Stepper:
         if self.aux_optimizer is not None and state.get("aux_optimizer") is not None:
             self.aux_optimizer.load_state_dict(state["aux_optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-
-
-def _as_float32(out):
-    if isinstance(out, dict):
-        return {k: _as_float32(v) for k, v in out.items()}
-    if torch.is_tensor(out) and out.is_floating_point():
-        return out.float()
-    return out
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -353,25 +338,14 @@ def absolute_tracking_uri(uri: str) -> str:
     return uri
 
 
-def _experiment_id(client, name: str, tracking_uri: str) -> str:
-    """The experiment's id; a new one on a sqlite store keeps its artifacts next to the
-    database (MLflow's default, ``./mlruns`` in the current directory, would mix stores)."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///") :])
-        location = (db.parent / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
-
-
 def open_mlflow_run(cfg: TextBoostConfig, run_name: str, tags: dict, tracking_uri: str) -> str:
     """Create the MLflow run, or reopen the one of an earlier launch with this run name."""
     from mlflow.tracking import MlflowClient
 
+    from pipeline.tracking import ensure_experiment
+
     client = MlflowClient(tracking_uri)
-    exp_id = _experiment_id(client, cfg.mlflow.experiment, tracking_uri)
+    exp_id = ensure_experiment(tracking_uri, cfg.mlflow.experiment)
     found = client.search_runs(
         [exp_id], filter_string=f"tags.`{TAG}ray_run_name` = '{run_name}'", max_results=1
     )

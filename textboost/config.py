@@ -264,7 +264,9 @@ def _explain(exc: OmegaConfBaseException, schema: DictConfig, origin: str) -> Co
     return ConfigError(f"{origin}: invalid value for '{key}': {msg}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TextBoostConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> TextBoostConfig:
     """Load a YAML file and ``key=value`` overrides strictly into ``TextBoostConfig``."""
     schema = OmegaConf.structured(TextBoostConfig)
     merged = schema

@@ -79,25 +79,42 @@ def train_step(
     guidance: Tensor,
     text_mask: Tensor,
     clip_max_norm: float = 1.0,
-) -> dict[str, float]:
-    """One optimisation step; returns the loss dict as floats (plus ``aux_loss`` in stage 1).
+    bf16: bool = False,
+) -> dict[str, Tensor]:
+    """One optimisation step; returns the detached loss tensors (plus ``aux_loss`` in stage 1).
 
+    ``model`` may be a DDP wrapper. Main and aux losses go through one backward pass (their
+    parameters are disjoint), so DDP sees a gradient for every parameter at every step.
     ``x``: Bx3xHxW, ``guidance``: Bx1xHxW in [0, 1], ``text_mask``: Bx1xHxW in {0, 1}.
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    out = model(x, guidance)
+    if aux_optimizer is not None:
+        aux_optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x, guidance)
+    if bf16:
+        out = {k: _to_float32(v) for k, v in out.items()}
     losses = criterion(out, x, text_mask)
-    losses["loss"].backward()
+    total = losses["loss"]
+    if aux_optimizer is not None:
+        losses["aux_loss"] = unwrap(model).aux_loss()
+        total = total + losses["aux_loss"]
+    total.backward()
     if clip_max_norm > 0:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, clip_max_norm)
     optimizer.step()
-    result = {k: float(v.detach()) for k, v in losses.items()}
     if aux_optimizer is not None:
-        aux_optimizer.zero_grad(set_to_none=True)
-        aux = unwrap(model).aux_loss()
-        aux.backward()
         aux_optimizer.step()
-        result["aux_loss"] = float(aux.detach())
-    return result
+    return {k: v.detach() for k, v in losses.items()}
+
+
+def _to_float32(value):
+    if isinstance(value, Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_float32(v) for v in value)
+    return value
