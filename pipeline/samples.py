@@ -29,6 +29,7 @@ import uuid
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import fsspec
@@ -318,14 +319,24 @@ def write_tar(samples: list[dict[str, bytes]], fileobj: io.IOBase) -> dict[str, 
     return dict(sorted(field_bytes.items()))
 
 
-def write_atomic(fs: fsspec.AbstractFileSystem, path: str, src: io.IOBase | bytes) -> None:
-    """Write under a temporary name, then rename: readers never see a partial file."""
+def write_atomic(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    src: io.IOBase | bytes,
+    before_rename: Callable[[], None] | None = None,
+) -> None:
+    """Write under a temporary name, then rename: readers never see a partial file.
+
+    ``before_rename`` runs between the two (the fault-injection hook of the shard tests).
+    """
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     with fs.open(tmp, "wb") as f:
         if isinstance(src, bytes):
             f.write(src)
         else:
             shutil.copyfileobj(src, f, 1 << 20)
+    if before_rename is not None:
+        before_rename()
     fs.mv(tmp, path)
 
 
@@ -395,13 +406,7 @@ def commit_shard(
         old_marker = None
     if old_marker not in (None, new_marker):
         fs.rm(marker)
-    tmp = f"{root}/{name}.tar.tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f:
-        if isinstance(tar_src, bytes):
-            f.write(tar_src)
-        else:
-            shutil.copyfileobj(tar_src, f, 1 << 20)
-    _maybe_crash(fail_once_marker)  # dies between the temp write and the rename
-    fs.mv(tmp, f"{root}/{name}.tar")
+    # the fault hook dies between the temp write and the rename
+    write_atomic(fs, f"{root}/{name}.tar", tar_src, lambda: _maybe_crash(fail_once_marker))
     if old_marker != new_marker:
         write_atomic(fs, marker, new_marker)

@@ -21,7 +21,7 @@ import posixpath
 import re
 import tarfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -238,16 +238,15 @@ def _icdar2015(src: SourceConfig, split: str) -> list[SampleRef]:
 
 def _folder(src: SourceConfig, split: str) -> list[SampleRef]:
     """Any image folder (recursive); the id is the relative path, extension included."""
-    files = _list_files(src.images, split)
+    return _image_file_refs(src.images, _list_files(src.images, split), "folder", sanitize_id)
+
+
+def _image_file_refs(
+    root: str, files: dict[str, int], source: str, id_of: Callable[[str], str]
+) -> list[SampleRef]:
+    """One reference per image file of ``files`` (relative path -> size), sorted by path."""
     return [
-        SampleRef(
-            f"folder_{sanitize_id(rel)}",
-            "folder",
-            sanitize_id(rel),
-            _join(src.images, rel),
-            -1,
-            size,
-        )  # fmt: skip
+        SampleRef(f"{source}_{id_of(rel)}", source, id_of(rel), _join(root, rel), -1, size)
         for rel, size in sorted(files.items())
         if _is_image(rel)
     ]
@@ -264,18 +263,7 @@ def _imagenet(src: SourceConfig, split: str) -> list[SampleRef]:
         with ThreadPoolExecutor(16) as pool:
             listed = pool.map(_imagenet_tar, [_join(src.images, rel) for rel in tars])
             return [ref for refs in listed for ref in refs]
-    return [
-        SampleRef(
-            f"imagenet_{_imagenet_id(rel)}",
-            "imagenet",
-            _imagenet_id(rel),
-            _join(src.images, rel),
-            -1,
-            size,
-        )  # fmt: skip
-        for rel, size in sorted(files.items())
-        if _is_image(rel)
-    ]
+    return _image_file_refs(src.images, files, "imagenet", _imagenet_id)
 
 
 def _imagenet_id(member: str) -> str:
