@@ -1,6 +1,6 @@
 """Shard-builder benchmark: samples/s per core, plain loop vs Ray (1 and 2 workers), bytes.
 
-    python -m jobs.bench_shards [--images 128] [--max-side 1024] [--samples-per-shard 16]
+    python -m jobs.bench_shards [--images 320] [--max-side 1024] [--samples-per-shard 32]
 
 Synthetic TextOCR-format images are generated to disk first (``--data``, reused when
 present), so the figures measure the shard builder (read, decode check, filter, side info,
@@ -41,6 +41,7 @@ def _stages(cfg, split: str = "train") -> dict[str, float]:
     from textboost.guidance import render_guidance
     from textboost.side_info import decode_side_info, encode_side_info
 
+    S.steady_heap()  # as run_shard does
     tasks, refs = plan(cfg, split)
     spec, clock = tasks[0].spec, {}
 
@@ -99,9 +100,9 @@ def _run(cfg, out: Path, **shards) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.bench_shards")
-    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--images", type=int, default=320)
     parser.add_argument("--max-side", type=int, default=1024)
-    parser.add_argument("--samples-per-shard", type=int, default=16)
+    parser.add_argument("--samples-per-shard", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="best of N per setting")
     parser.add_argument("--data", default="runs/bench_shards/data")
     parser.add_argument("--seed", type=int, default=0)
