@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from textboost.config import MlflowConfig
@@ -112,9 +113,9 @@ class TextBoostCodec(PythonModel):
 
         return decode_container(self.model, bytes(data))
 
-    def predict(self, context, model_input, params: dict | None = None):
-        import pandas as pd
-
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
         mode = (params or {}).get("mode", "compress")
         if mode not in MODES:
             raise ConfigError(f"pyfunc params mode={mode!r}; choose one of {list(MODES)}")
