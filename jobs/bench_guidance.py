@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_guidance_") as tmp:
         data = Path(args.data) if args.data else Path(tmp) / "synth"
         if not args.data:
-            from textboost.synth import generate
+            from textboost.synth_sets import generate
 
             print(f"generating {args.images} synthetic images (max side {args.max_side}) ...")
             generate(data, args.images, args.seed, "textocr", None, args.max_side, words=args.words)

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def rebuild(t: dict, into: str | None) -> dict:
     """Regenerate the training split from its manifest and compare bytes (``pipeline.shards``)."""
-    from pipeline.shards import rebuild_check
+    from pipeline.shard_check import rebuild_check
 
     if "error" in t["shards"]:
         return {"ok": False, "compared": 0, "errors": [t["shards"]["error"]]}

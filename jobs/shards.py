@@ -47,7 +47,8 @@ def _report(report: dict, title: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.shards import build_shards, rebuild_check, verify_shards
+    from pipeline.shard_check import rebuild_check, verify_shards
+    from pipeline.shards import build_shards
 
     args = _parser().parse_args(argv)
     if args.action == "build":

@@ -87,7 +87,8 @@ def ocr_check(synth: SynthConfig, k: int) -> dict[str, tuple[int, int]]:
     from PIL import Image
     from rapidocr_onnxruntime import RapidOCR
 
-    from textboost.synth import jpeg_bytes, synth_words
+    from textboost.synth import synth_words
+    from textboost.synth_sets import jpeg_bytes
 
     engine = RapidOCR()
     counts = {name: [0, 0] for _, _, name in READ_BUCKETS}
@@ -111,7 +112,7 @@ def ocr_check(synth: SynthConfig, k: int) -> dict[str, tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from textboost.synth import generate_from_config
+    from textboost.synth_sets import generate_from_config
 
     args = build_parser().parse_args(argv)
     synth, out = synth_config(args)

@@ -53,7 +53,7 @@ from textboost.words import Word
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SYNTH_JPEG_QUALITY = 90  # synthetic images made in the task: JPEG, as textboost.synth.generate
+SYNTH_JPEG_QUALITY = 90  # synthetic images made in the task: JPEG, as textboost.synth_sets.generate
 FIELDS = ("guide.png", "meta.json", "ocr.json", "side.bin")  # plus "jpg" or "png"
 TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z for every tar member
 

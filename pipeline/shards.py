@@ -18,15 +18,9 @@ matches the config hash, code version and inputs; anything else is rebuilt in pl
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import shutil
 import sys
-import tarfile
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fsspec
@@ -160,16 +154,19 @@ def _is_memory(url: str) -> bool:
     return url.startswith("memory:")
 
 
-def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``(filesystem, path without a trailing slash)`` of an fsspec URL."""
     fs, path = fsspec.core.url_to_fs(url)
     return fs, path.rstrip("/")
 
 
-def _folder(url: str) -> str:
+def folder_of(url: str) -> str:
+    """The shard folder of ``url`` (the folder itself or its ``manifest.json``)."""
     return url[: -len(MANIFEST)].rstrip("/") if url.endswith(MANIFEST) else url.rstrip("/")
 
 
-def _read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
+def read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
+    """A JSON object file, or None if it is missing, unreadable or not an object."""
     try:
         data = json.loads(fs.cat_file(path))
     except (FileNotFoundError, ValueError):
@@ -229,9 +226,9 @@ def read_manifest(url: str) -> dict:
     """The ``manifest.json`` of a shard folder (``url`` is the folder or the file)."""
     from textboost.errors import ShardError
 
-    fs, root = _fs(url)
+    fs, root = filesystem(url)
     path = root if root.endswith(".json") else f"{root}/{MANIFEST}"
-    manifest = _read_json(fs, path)
+    manifest = read_json(fs, path)
     if manifest is None or manifest.get("format") != FORMAT:
         raise ShardError(
             f"{url}: no valid {MANIFEST} ({FORMAT}); build the shards with `textboost shards build`"
@@ -240,7 +237,7 @@ def read_manifest(url: str) -> dict:
 
 
 def _load_manifest(fs: fsspec.AbstractFileSystem, root: str) -> dict:
-    manifest = _read_json(fs, f"{root}/{MANIFEST}")
+    manifest = read_json(fs, f"{root}/{MANIFEST}")
     if manifest is None or manifest.get("format") != FORMAT:
         manifest = {"format": FORMAT, "splits": {}}
     return manifest
@@ -266,7 +263,7 @@ def shard_urls(url: str, split: str) -> list[str]:
     entry = read_manifest(url)["splits"].get(split)
     if entry is None:
         raise ShardError(f"{url}: the manifest has no '{split}' split; build it first")
-    return [f"{_folder(url)}/{s['name']}" for s in entry["shards"] if s["count"] > 0]
+    return [f"{folder_of(url)}/{s['name']}" for s in entry["shards"] if s["count"] > 0]
 
 
 def build_split(
@@ -274,7 +271,7 @@ def build_split(
 ) -> tuple[list[dict], dict]:
     """Build the missing shards of one split; returns (stats of all planned shards, summary)."""
     tasks, refs = plan(cfg, split)
-    fs, root = _fs(cfg.shards.out)
+    fs, root = filesystem(cfg.shards.out)
     fs.makedirs(root, exist_ok=True)
     files = _listing(fs, root, f"{split}-")
     _clean(fs, root, files, len(tasks))
@@ -338,7 +335,7 @@ def build_split(
 def build_shards(cfg: TextBoostConfig, split: str) -> dict:
     """Build (or resume) one split and record it in ``manifest.json``; returns the manifest."""
     stats, summary = build_split(cfg, split)
-    fs, root = _fs(cfg.shards.out)
+    fs, root = filesystem(cfg.shards.out)
     manifest = _load_manifest(fs, root)
     # only what determines the bytes: execution settings (workers, retries, out) stay out,
     # so the manifest, like the shards, is the same however the build was run
@@ -372,156 +369,3 @@ def _print_summary(summary: dict, entry: dict, enabled: bool) -> None:
         + (f", {rate:.1f} samples/s" if summary["built"] else ""),
         file=sys.stderr,
     )
-
-
-class _HashingReader(io.RawIOBase):
-    """A read-only stream that hashes and counts everything read through it."""
-
-    def __init__(self, f: io.IOBase) -> None:
-        self.f, self.sha, self.n = f, hashlib.sha256(), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
-        data = self.f.read(len(buf))
-        buf[: len(data)] = data
-        self.sha.update(data)
-        self.n += len(data)
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-
-def scan_tar(fs: fsspec.AbstractFileSystem, path: str) -> tuple[str, int, dict[str, set[str]]]:
-    """(sha256, bytes, {sample key: field names}) of a tar, in one streaming pass."""
-    with fs.open(path, "rb") as f:
-        reader = _HashingReader(f)
-        samples: dict[str, set[str]] = {}
-        with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|") as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                samples.setdefault(key, set()).add(ext)
-        reader.drain()
-    return reader.sha.hexdigest(), reader.n, samples
-
-
-def _verify_shard(fs: fsspec.AbstractFileSystem, root: str, shard: dict) -> list[str]:
-    from pipeline.samples import FIELDS
-
-    name, errors = shard["name"], []
-    stats = _read_json(fs, f"{root}/{name[:-4]}.json")
-    if stats is None:
-        errors.append(f"{name}: commit marker {name[:-4]}.json is missing or unreadable")
-    try:
-        digest, size, samples = scan_tar(fs, f"{root}/{name}")
-    except FileNotFoundError:
-        return errors + [f"{name}: shard file is missing"]
-    except tarfile.TarError as exc:
-        return errors + [f"{name}: not a readable tar ({exc})"]
-    found = {"sha256": digest, "bytes": size, "count": len(samples)}
-    for key, value in found.items():
-        if value != shard[key]:
-            errors.append(f"{name}: {key} is {value}, manifest says {shard[key]}")
-        if stats is not None and value != stats.get(key):
-            errors.append(f"{name}: {key} is {value}, its marker says {stats.get(key)}")
-    for key, fields in sorted(samples.items()):
-        images = fields & {"jpg", "png"}
-        if len(images) != 1 or not set(FIELDS) <= fields:
-            errors.append(f"{name}: sample {key} has fields {sorted(fields)}")
-    return errors
-
-
-def verify_shards(url: str, threads: int = 8) -> dict:
-    """Recompute every shard's sha256, size and sample count against markers and manifest."""
-    manifest = read_manifest(url)
-    fs, root = _fs(_folder(url))
-    shards = [s for entry in manifest["splits"].values() for s in entry["shards"]]
-    with ThreadPoolExecutor(threads) as pool:  # hashing releases the GIL; reads are I/O
-        errors = [
-            e for errs in pool.map(lambda s: _verify_shard(fs, root, s), shards) for e in errs
-        ]
-    listed = {MANIFEST, REJECTED} | {
-        n for s in shards for n in (s["name"], s["name"][:-4] + ".json")
-    }
-    for path in sorted(fs.ls(root, detail=False)):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        if name not in listed and (".tmp-" in name or name.split("-", 1)[0] in SPLITS):
-            errors.append(f"{name}: not part of the manifest (partial or stale file)")
-    return {
-        "url": url,
-        "ok": not errors,
-        "shards": len(shards),
-        "samples": sum(s["count"] for s in shards),
-        "bytes": sum(s["bytes"] for s in shards),
-        "errors": errors,
-    }
-
-
-def config_from_manifest(
-    entry: dict, out: str, overrides: list[str] | None = None
-) -> TextBoostConfig:
-    """The config a split was built with (from its manifest entry), writing to ``out``."""
-    from omegaconf import OmegaConf
-
-    from textboost.config import load_config
-
-    stored = {"data": entry["config"]["data"], "shards": {**entry["config"]["shards"], "out": out}}
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(OmegaConf.to_yaml(OmegaConf.create(stored)))
-    try:
-        return load_config(f.name, overrides)
-    finally:
-        os.unlink(f.name)
-
-
-def rebuild_check(
-    url: str, splits: list[str] | None = None, only: set[int] | None = None,
-    overrides: list[str] | None = None, into: str | None = None,
-) -> dict:  # fmt: skip
-    """Regenerate shards from the manifest into a scratch folder and compare byte for byte.
-
-    ``into`` must be reachable by every Ray worker (on a cluster: an ``s3://`` prefix); by
-    default a local temp dir, removed afterwards.
-    """
-    manifest = read_manifest(url)
-    fs, root = _fs(_folder(url))
-    report: dict = {"url": url, "compared": 0, "errors": [], "notes": []}
-    scratch = into or tempfile.mkdtemp(prefix="textboost-rebuild-")
-    sfs, sroot = _fs(scratch)
-    try:
-        for split in splits or list(manifest["splits"]):
-            entry = manifest["splits"].get(split)
-            if entry is None:
-                report["errors"].append(f"{split}: not in the manifest")
-                continue
-            cfg = config_from_manifest(entry, scratch, overrides)
-            if sha256_hex(dumps(settings_of(cfg, split))) != entry["config_hash"]:
-                report["errors"].append(f"{split}: the stored config does not reproduce its hash")
-            stats, summary = build_split(cfg, split, only)
-            if summary["code_version"] != entry["code_version"]:
-                report["notes"].append(
-                    f"{split}: built with code {entry['code_version']}, now {summary['code_version']}"
-                )
-            if summary["source_fingerprint"] != entry["source_fingerprint"]:
-                report["errors"].append(f"{split}: the source changed since the build")
-            if len(stats) != len(entry["shards"]):
-                report["errors"].append(
-                    f"{split}: {len(stats)} shards now, {len(entry['shards'])} built"
-                )
-            for new, old in zip(stats, entry["shards"]):
-                if new is None or (only is not None and new["shard"] not in only):
-                    continue
-                report["compared"] += 1
-                same = fs.cat_file(f"{root}/{old['name']}") == sfs.cat_file(
-                    f"{sroot}/{new['name']}"
-                )
-                if not same or new["sha256"] != old["sha256"]:
-                    report["errors"].append(f"{old['name']}: rebuilt bytes differ")
-    finally:
-        if into is None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    report["ok"] = not report["errors"]
-    return report

@@ -299,7 +299,8 @@ def shards_job(services: Services, job_config: Path) -> dict:
 
 
 def test_shard_build_job_runs_ray_tasks_in_the_cluster(services: Services, shards_job: dict):
-    from pipeline.shards import read_manifest, verify_shards
+    from pipeline.shard_check import verify_shards
+    from pipeline.shards import read_manifest
 
     manifest = read_manifest(str(shards_job["out"]))
     entry = manifest["splits"]["train"]

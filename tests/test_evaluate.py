@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 def data(tmp_path_factory) -> dict:
     from textboost.checkpoint import save_checkpoint
     from textboost.model import build_model
-    from textboost.synth import generate
+    from textboost.synth_sets import generate
 
     root = tmp_path_factory.mktemp("eval")
     generate(root / "set", 2, 7, fmt="textocr", max_side=256, min_side=192, words=(4, 8))

@@ -219,9 +219,9 @@ def test_real_rapidocr_engine_reads_rendered_text():
 
 
 def test_synthetic_textocr_round_trip(tmp_path):
-    from textboost import synth
+    from textboost import synth, synth_sets
 
-    summary = synth.generate(tmp_path, 2, seed=3, fmt="textocr", max_side=256, min_side=128)
+    summary = synth_sets.generate(tmp_path, 2, seed=3, fmt="textocr", max_side=256, min_side=128)
     index = read_textocr(tmp_path / "textocr.json")
     assert len(index) == 2 and index.num_words == summary["words"]
     for image_id in index.image_ids():
@@ -229,7 +229,7 @@ def test_synthetic_textocr_round_trip(tmp_path):
         assert (tmp_path / info.file_name).is_file()
     for i in range(2):
         _, expected = synth.synth_image(i, 3, max_side=256, min_side=128)
-        got = index.words(synth.image_id(3, i))
+        got = index.words(synth_sets.image_id(3, i))
         assert [w.text if w.legible else "." for w in expected] == [w.text for w in got]
         assert all(np.allclose(a.polygon, b.polygon) for a, b in zip(expected, got))
 

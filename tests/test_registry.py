@@ -19,7 +19,7 @@ def env(tmp_path_factory) -> dict:
     from pipeline.evaluation import run_evaluation
     from textboost.checkpoint import save_checkpoint
     from textboost.model import build_model
-    from textboost.synth import generate
+    from textboost.synth_sets import generate
 
     root = tmp_path_factory.mktemp("registry")
     generate(root / "set", 1, 3, fmt="textocr", max_side=224, min_side=192, words=(4, 8))

@@ -19,7 +19,8 @@ import webdataset as wds
 from PIL import Image
 
 from jobs import shards as shards_job
-from pipeline.shards import build_shards, read_manifest, rebuild_check, shard_urls, verify_shards
+from pipeline.shard_check import rebuild_check, verify_shards
+from pipeline.shards import build_shards, read_manifest, shard_urls
 from textboost.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def ray_cluster(s3_endpoint):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Tiny TextOCR-format set with one corrupt JPEG and one malformed annotation."""
-    from textboost.synth import generate
+    from textboost.synth_sets import generate
 
     root = tmp_path_factory.mktemp("data")
     generate(root / "clean", N_IMAGES, seed=11, max_side=160, min_side=96, words=(2, 6))
