@@ -1,0 +1,219 @@
+"""Evaluation outputs: aggregation, CSV/JSON (compressai's results schema), RD curves, crops.
+
+Everything here is a pure function of the rows: two evaluations give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+if TYPE_CHECKING:
+    from pipeline.evaluation import Sample
+
+LABELS = {
+    "textboost": "TextBoost",
+    "backbone": "Backbone (no fusion)",
+    "jpeg": "JPEG",
+    "webp": "WebP",
+    "original": "Original",
+}
+COLUMNS = (
+    "key", "model", "method", "bpp", "bpp_image", "bpp_side_info", "bpp_overhead", "quality",
+    "psnr", "ms_ssim", "lpips", "n_gt", "n_det", "det_tp", "e2e_tp", "det_f1", "e2e_f1",
+)  # fmt: skip
+MEAN_KEYS = ("bpp", "bpp_image", "bpp_side_info", "bpp_overhead", "psnr", "ms_ssim", "lpips")
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def mean(values: list) -> float | None:
+    """Mean of the values that are not None; None when there are none."""
+    vals = [float(v) for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean metrics per (model, method); F1 from counts accumulated over the set."""
+    from textboost.f1 import SpottingCounts
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["method"]), []).append(r)
+    out = []
+    for (model, method), rs in groups.items():
+        entry: dict = {"model": model, "method": method, "images": len(rs)}
+        for k in MEAN_KEYS:
+            entry[k] = mean([r.get(k) for r in rs])
+        if all(r.get("n_gt") is not None for r in rs):
+            total = SpottingCounts()
+            for r in rs:
+                total = total + SpottingCounts(r["n_gt"], r["n_det"], r["det_tp"], r["e2e_tp"])
+            entry.update(total.to_dict())
+            entry.update(total.scores())
+        out.append(entry)
+    return out
+
+
+def compressai_results(means: list[dict], method: str, models: list[str]) -> dict:
+    """compressai's results JSON for one method (one point per model), F1 added."""
+    by_model = {m["model"]: m for m in means if m["method"] == method}
+    pts = [by_model[m] for m in models if m in by_model]
+    results = {
+        "bpp": [p["bpp"] for p in pts],
+        "psnr-rgb": [p["psnr"] for p in pts],
+        "ms-ssim-rgb": [p["ms_ssim"] for p in pts],
+        "lpips": [p["lpips"] for p in pts],
+        "det_f1": [p.get("det_f1") for p in pts],
+        "e2e_f1": [p.get("e2e_f1") for p in pts],
+    }
+    desc = {
+        "textboost": "TextBoost: backbone + OCR-guided fusion block; bpp includes side info",
+        "backbone": "same latent strings decoded without the fusion block (no side info)",
+        "jpeg": "Pillow JPEG at the TextBoost bpp of each image (quality search)",
+        "webp": "Pillow WebP at the TextBoost bpp of each image (quality search)",
+    }[method]
+    return {"name": LABELS[method], "description": desc, "models": list(models), "results": results}
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(_clean(obj), f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def write_csv(path: str, rows: list[dict], columns) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _crop_window(sample: Sample, side: int) -> tuple[int, int, int, int]:
+    """A ``side`` x ``side`` window holding the most side-info word centres (first wins)."""
+    w, h = sample.image.size
+    side = min(side, w, h)
+    words = sample.side_words or [x for x in (sample.gt or []) if x.legible]
+    centres = [
+        (
+            sum(p[0] for p in x.polygon) / len(x.polygon),
+            sum(p[1] for p in x.polygon) / len(x.polygon),
+        )
+        for x in words
+    ]
+    best, best_n = ((w - side) // 2, (h - side) // 2), -1
+    for cx, cy in centres:
+        x0 = int(min(max(cx - side / 2, 0), w - side))
+        y0 = int(min(max(cy - side / 2, 0), h - side))
+        n = sum(x0 <= px < x0 + side and y0 <= py < y0 + side for px, py in centres)
+        if n > best_n:
+            best, best_n = (x0, y0), n
+    return best[0], best[1], best[0] + side, best[1] + side
+
+
+def crop_panel(sample: Sample, label: str, ctx: dict, rows: list[dict], side: int = 256) -> tuple:
+    """(file name, side-by-side image): original, JPEG, backbone, TextBoost, guidance map."""
+    from PIL import ImageDraw, ImageFont
+
+    from textboost import container
+    from textboost.codec import decode_words
+    from textboost.guidance import render_guidance
+
+    box = _crop_window(sample, side)
+    c = container.unpack(ctx["container"])
+    guide = Image.fromarray(render_guidance(decode_words(c), c.height, c.width)).convert("RGB")
+    bpp = {r["method"]: r["bpp"] for r in rows}
+    panels = [("Original", sample.image)]
+    for m in ("jpeg", "webp", "backbone", "textboost"):
+        if m in ctx["recon"] and not (m == "webp" and "jpeg" in ctx["recon"]):
+            panels.append((f"{LABELS[m]} {bpp[m]:.4f} bpp", ctx["recon"][m]))
+    panels.append(("Guidance map", guide))
+    cw, ch, strip = box[2] - box[0], box[3] - box[1], 14
+    sheet = Image.new("RGB", (len(panels) * (cw + 4), ch + strip), (255, 255, 255))
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
+    for i, (title, im) in enumerate(panels):
+        sheet.paste(im.crop(box), (i * (cw + 4), strip))
+        draw.text((i * (cw + 4) + 2, 1), title[: max(4, cw // 6)], fill=(0, 0, 0), font=font)
+    return f"{sample.key}_{label}.png", sheet
+
+
+def save_crops(crops: list[tuple], folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for name, sheet in crops:
+        sheet.save(os.path.join(folder, name), format="PNG")
+
+
+def rd_plot(means: list[dict], models: list[str], methods: list[str], path: str) -> None:
+    """PSNR, MS-SSIM, DET F1 and E2E F1 against bpp, one curve per method (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("psnr", "PSNR (dB)"),
+        ("ms_ssim", "MS-SSIM"),
+        ("det_f1", "DET F1"),
+        ("e2e_f1", "E2E F1"),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    original = next((m for m in means if m["method"] == "original"), None)
+    for ax, (key, title) in zip(axes.flat, panels):
+        for method in methods:
+            pts = [
+                m for mod in models for m in means if m["model"] == mod and m["method"] == method
+            ]
+            pts = [p for p in pts if p.get(key) is not None and p.get("bpp") is not None]
+            pts.sort(key=lambda p: p["bpp"])
+            ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], "o-", label=LABELS[method])
+        if original is not None and original.get(key) is not None and key.endswith("f1"):
+            ax.axhline(original[key], ls="--", c="gray", label="Original images")
+        ax.set_xlabel("bpp")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    axes.flat[2].legend(fontsize=8)  # with the originals' F1 line
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_outputs(out_dir: str, rows, means, labels, methods, crops, timings, rejects) -> None:
+    os.makedirs(os.path.join(out_dir, "results"), exist_ok=True)
+    write_csv(os.path.join(out_dir, "per_image.csv"), rows, COLUMNS)
+    summary_cols = ["model", "method", "images", *MEAN_KEYS, "n_gt", "n_det", "det_tp", "e2e_tp"]
+    summary_cols += [f"{t}_{k}" for t in ("det", "e2e") for k in ("precision", "recall", "f1")]
+    write_csv(os.path.join(out_dir, "summary.csv"), means, summary_cols)
+    for m in methods:
+        write_json(
+            os.path.join(out_dir, "results", f"{m}.json"), compressai_results(means, m, labels)
+        )
+    rd_plot(means, labels, methods, os.path.join(out_dir, "rd_curves.png"))
+    save_crops(crops, os.path.join(out_dir, "crops"))
+    write_csv(
+        os.path.join(out_dir, "timings.csv"),
+        timings,
+        ["key", "model", "encode_s", "decode_s", "total_s"],
+    )
+    with open(os.path.join(out_dir, "rejected.jsonl"), "w") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
