@@ -6,12 +6,11 @@ import contextlib
 import io
 import random
 import signal
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import torch
+from container_fuzz import mutate
 from PIL import Image, ImageDraw, ImageFont
 
 from textboost import container
@@ -244,27 +243,6 @@ def test_checkpoint_from_mlflow_run_uri(model, tmp_path):
 # --------------------------------------------------------------------------- fuzzing
 
 
-def _mutate(data: bytes, rng: random.Random, fix_crc: bool) -> bytes:
-    buf = bytearray(data)
-    op = rng.choice(["flip", "byte", "truncate", "extend", "splice"])
-    if fix_crc:
-        buf = buf[:-4]
-    if op == "flip":
-        buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
-    elif op == "byte":
-        buf[rng.randrange(len(buf))] ^= rng.randrange(1, 256)  # always a change
-    elif op == "truncate":
-        del buf[rng.randrange(len(buf)) :]
-    elif op == "extend":
-        buf += rng.randbytes(rng.randrange(1, 64))
-    else:
-        i = rng.randrange(len(buf))
-        buf[i:i] = rng.randbytes(rng.randrange(1, 16))
-    if fix_crc:
-        buf += struct.pack("<I", zlib.crc32(bytes(buf)))
-    return bytes(buf)
-
-
 @pytest.mark.parametrize("fix_crc,n", [(False, 400), (True, 250)], ids=["raw", "crc-fixed"])
 def test_fuzz_decode_only_fails_cleanly(model, encoded, fix_crc, n):
     """Damaged containers end in ContainerError or a valid image: no crash, no hang. With the
@@ -272,7 +250,7 @@ def test_fuzz_decode_only_fails_cleanly(model, encoded, fix_crc, n):
     rng = random.Random(7 + n)
     counts = {"error": 0, "image": 0}
     for _ in range(n):
-        bad = _mutate(encoded, rng, fix_crc)
+        bad = mutate(encoded, rng, fix_crc)
         with deadline(10.0):
             try:
                 img = decode_container(model, bad)

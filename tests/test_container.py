@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import random
-import struct
-import zlib
 
 import pytest
+from container_fuzz import mutate, recrc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,11 +19,6 @@ MODEL_ID = "0123456789abcdef"
 def _sample(side: bytes = b"side-info", strings=None) -> Container:
     strings = strings if strings is not None else [[b"\x01\x02\x03" * 10], [b"zz"]]
     return Container(MODEL_ID, 100, 60, (14, 14, 2, 2), side, strings)
-
-
-def _recrc(body: bytes) -> bytes:
-    """Give a hand-made container body a valid checksum (to reach the inner checks)."""
-    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def test_round_trip_and_layout():
@@ -91,7 +85,7 @@ def test_checksum_trailing_and_truncation():
         unpack(bytes(flipped))
     body = data[:-4]
     with pytest.raises(ContainerError, match="trailing"):
-        unpack(_recrc(body + b"extra"))
+        unpack(recrc(body + b"extra"))
 
 
 def _varint(v: int) -> bytes:
@@ -117,7 +111,7 @@ def _header(side_len: int, w: int = 100, h: int = 60) -> bytes:
 )
 def test_hostile_lengths_with_valid_checksum(body, match):
     with pytest.raises(ContainerError, match=match):
-        unpack(_recrc(body))
+        unpack(recrc(body))
 
 
 def test_pack_rejects_unrepresentable_values():
@@ -131,33 +125,13 @@ def test_pack_rejects_unrepresentable_values():
         pack(Container(MODEL_ID, 1, 1, (0, 0, 0, 0), b"", [[b"a"], [b"b", b"c"]]))
 
 
-def _mutate(data: bytes, rng: random.Random, fix_crc: bool) -> bytes:
-    buf = bytearray(data)
-    op = rng.choice(["flip", "byte", "truncate", "extend", "splice"])
-    if op == "flip":
-        i = rng.randrange(len(buf))
-        buf[i] ^= 1 << rng.randrange(8)
-    elif op == "byte":
-        buf[rng.randrange(len(buf))] ^= rng.randrange(1, 256)  # always a change
-    elif op == "truncate":
-        del buf[rng.randrange(len(buf)) :]
-    elif op == "extend":
-        buf += rng.randbytes(rng.randrange(1, 64))
-    else:
-        i = rng.randrange(len(buf))
-        buf[i:i] = rng.randbytes(rng.randrange(1, 16))
-    if fix_crc and len(buf) > 4:
-        return _recrc(bytes(buf[:-4]))
-    return bytes(buf)
-
-
 @pytest.mark.parametrize("fix_crc", [False, True], ids=["raw", "crc-fixed"])
 def test_fuzz_only_container_errors(fix_crc):
     data = pack(_sample())
     rng = random.Random(1234 + fix_crc)
     outcomes = {"error": 0, "ok": 0}
     for _ in range(1000):
-        bad = _mutate(data, rng, fix_crc)
+        bad = mutate(data, rng, fix_crc)
         try:
             unpack(bad)
             outcomes["ok"] += 1

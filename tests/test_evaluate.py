@@ -10,8 +10,9 @@ import shutil
 import pytest
 import torch
 from PIL import Image
+from tiny_eval_set import tiny_set_and_model
 
-from textboost.config import ModelConfig, load_config
+from textboost.config import load_config
 from textboost.errors import TextBoostError
 
 torch.set_num_threads(1)
@@ -19,16 +20,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
-    from textboost.checkpoint import save_checkpoint
-    from textboost.model import build_model
-    from textboost.synth_sets import generate
-
-    root = tmp_path_factory.mktemp("eval")
-    generate(root / "set", 2, 7, fmt="textocr", max_side=256, min_side=192, words=(4, 8))
-    torch.manual_seed(0)
-    mc = ModelConfig(backbone="hyperprior", N=16, M=24)
-    save_checkpoint(root / "model.pt", build_model(mc), mc)
-    return {"root": root, "images": root / "set" / "images", "ann": root / "set" / "textocr.json"}
+    return tiny_set_and_model(tmp_path_factory.mktemp("eval"), images=2, seed=7, max_side=256)
 
 
 def _cfg(data: dict, out: str, *extra: str):

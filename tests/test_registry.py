@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import pytest
 import torch
+from tiny_eval_set import tiny_set_and_model
 
 from pipeline import tracking
-from textboost.config import MlflowConfig, ModelConfig, load_config
+from textboost.config import MlflowConfig, load_config
 
 torch.set_num_threads(1)
 
@@ -17,15 +18,9 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict:
     from pipeline.evaluation import run_evaluation
-    from textboost.checkpoint import save_checkpoint
-    from textboost.model import build_model
-    from textboost.synth_sets import generate
 
-    root = tmp_path_factory.mktemp("registry")
-    generate(root / "set", 1, 3, fmt="textocr", max_side=224, min_side=192, words=(4, 8))
-    torch.manual_seed(1)
-    mc = ModelConfig(backbone="hyperprior", N=16, M=24)
-    save_checkpoint(root / "model.pt", build_model(mc), mc)
+    made = tiny_set_and_model(tmp_path_factory.mktemp("registry"), images=1, seed=3, max_side=224)
+    root = made["root"]
     cfg_file = root / "cfg.yaml"
     cfg_file.write_text(
         f"workdir: {root}\n"

@@ -1,0 +1,22 @@
+"""A tiny synthetic TextOCR-format set and an untrained tiny hyperprior checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def tiny_set_and_model(root: Path, images: int, seed: int, max_side: int) -> dict:
+    """``root/set`` (TextOCR layout, 4-8 words per image) and ``root/model.pt`` (N=16, M=24)."""
+    from textboost.checkpoint import save_checkpoint
+    from textboost.config import ModelConfig
+    from textboost.model import build_model
+    from textboost.synth_sets import generate
+
+    generate(root / "set", images, seed, fmt="textocr", max_side=max_side, min_side=192,
+             words=(4, 8))  # fmt: skip
+    torch.manual_seed(seed)
+    mc = ModelConfig(backbone="hyperprior", N=16, M=24)
+    save_checkpoint(root / "model.pt", build_model(mc), mc)
+    return {"root": root, "images": root / "set" / "images", "ann": root / "set" / "textocr.json"}
