@@ -75,23 +75,13 @@ def _ground_truth(ref) -> list[Word] | None:
 
 def load_samples(cfg: TextBoostConfig) -> tuple[list[Sample], list[dict], str]:
     """(samples, rejects with reasons, dataset fingerprint)."""
-    from pipeline.samples import SampleSpec, decode_image, load_input, ocr_words
+    from pipeline.samples import decode_image, load_input, ocr_words
+    from pipeline.shards import sample_spec
     from pipeline.sources import fingerprint, list_source
     from textboost.filtering import filter_words
 
-    synth = cfg.data.synth
-    spec = SampleSpec(
-        cfg.data.filter.t_test,
-        cfg.shards.side_info_format,
-        {
-            "max_side": synth.max_side,
-            "min_side": synth.min_side,
-            "words": (synth.words_min, synth.words_max),
-            "backgrounds": synth.backgrounds or None,
-        },
-        synth.seed,
-    )
-    refs = list_source(eval_source(cfg), "val", synth)
+    spec = sample_spec(cfg, "val")  # T_test, as the val shards
+    refs = list_source(eval_source(cfg), "val", cfg.data.synth)
     samples, rejects = [], []
     for ref in refs:
         try:
@@ -102,7 +92,7 @@ def load_samples(cfg: TextBoostConfig) -> tuple[list[Sample], list[dict], str]:
                 side = gt or []
             else:
                 side = ocr_words(image)
-            kept, _ = filter_words(side, cfg.data.filter.t_test)
+            kept, _ = filter_words(side, spec.threshold)
         except (TextBoostError, FileNotFoundError) as exc:
             rejects.append({"key": ref.key, "reason": f"{type(exc).__name__}: {exc}"})
             continue

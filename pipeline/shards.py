@@ -104,7 +104,8 @@ def environment() -> dict:
     }
 
 
-def _spec(cfg: TextBoostConfig, split: str) -> SampleSpec:
+def sample_spec(cfg: TextBoostConfig, split: str) -> SampleSpec:
+    """How each sample of ``split`` is made: filter threshold, side-info format, synth settings."""
     synth = cfg.data.synth
     kwargs = {
         "max_side": synth.max_side,
@@ -128,7 +129,7 @@ def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[Sample
             "memory:// inputs live in this process only; Ray workers cannot read them. "
             "Use a local path or s3://, or shards.executor=local"
         )
-    spec = _spec(cfg, split)
+    spec = sample_spec(cfg, split)
     chash = sha256_hex(dumps(settings_of(cfg, split)))
     version = code_version()
     n = cfg.shards.samples_per_shard
