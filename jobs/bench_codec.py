@@ -79,9 +79,9 @@ def bench_backbone(kind: str, n: int, m: int, image, words, repeats: int) -> dic
         model.fusion_block.sparse_inference = True
         t_guid, _ = _timed(lambda: guidance_tensor(words, image.height, image.width), repeats)
         zero = torch.zeros_like(g)
-        gated = float(_psnr(model.fusion_block(x_base, zero), x_base))
+        gated = _psnr(model.fusion_block(x_base, zero), x_base)
         model.fusion_block.gated = False
-        ungated = float(_psnr(model.fusion_block(x_base, zero), x_base))
+        ungated = _psnr(model.fusion_block(x_base, zero), x_base)
         model.fusion_block.gated = True
     t_enc_tb, data = _timed(lambda: encode_image(model, image, words), repeats)
     t_dec_tb, _ = _timed(lambda: decode_container(model, data), repeats)
@@ -105,11 +105,12 @@ def bench_backbone(kind: str, n: int, m: int, image, words, repeats: int) -> dic
     }
 
 
-def _psnr(a, b):
+def _psnr(a, b) -> float:
     import torch
 
-    mse = torch.mean((a.clamp(0, 1) - b.clamp(0, 1)) ** 2)
-    return float("inf") if mse == 0 else float(-10 * torch.log10(mse))
+    from textboost.losses import psnr_from_mse
+
+    return float(psnr_from_mse(torch.mean((a.clamp(0, 1) - b.clamp(0, 1)) ** 2)))
 
 
 def main(argv: list[str] | None = None) -> int:
