@@ -113,6 +113,16 @@ def _psnr(a, b) -> float:
     return float(psnr_from_mse(torch.mean((a.clamp(0, 1) - b.clamp(0, 1)) ** 2)))
 
 
+def _backbones(text: str) -> list[tuple[str, int, int]]:
+    """``kind:N:M[,kind:N:M...]`` -> [(kind, N, M), ...]."""
+    try:
+        return [(k, int(n), int(m)) for k, n, m in (s.split(":") for s in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"want kind:N:M[,kind:N:M...] (e.g. hyperprior:128:192), got {text!r}"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.bench_codec", description=__doc__)
     parser.add_argument("--height", type=int, default=512)
@@ -126,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         help="cpu: process CPU time (stable on a shared machine; use with --threads 1); wall",
     )
     parser.add_argument(
-        "--backbones", default="hyperprior:128:192,elic:192:320", help="comma list of kind:N:M"
+        "--backbones",
+        type=_backbones,
+        default="hyperprior:128:192,elic:192:320",
+        help="comma list of kind:N:M",
     )
     args = parser.parse_args(argv)
 
@@ -146,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'img B':>7} {'PSNR0 gated/ungated':>20}"
     )
     print(header, flush=True)
-    for spec in args.backbones.split(","):
-        kind, n, m = spec.split(":")
-        r = bench_backbone(kind, int(n), int(m), image, words, args.repeats)
+    for kind, n, m in args.backbones:
+        r = bench_backbone(kind, n, m, image, words, args.repeats)
         print(
             f"{r['backbone']:26} {r['enc_bb']:8.0f} {r['enc_tb']:8.0f} {r['dec_bb']:8.0f} "
             f"{r['dec_tb']:8.0f} {r['fusion']:7.0f} {r['fusion_dense']:7.0f} {r['guidance']:7.0f} "
