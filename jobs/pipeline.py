@@ -71,21 +71,13 @@ def stage_configs(cfg: TextBoostConfig) -> dict[str, TextBoostConfig]:
 
 
 def ensure_ray(cfg: TextBoostConfig) -> None:
-    """Join ``ray.address`` / ``RAY_ADDRESS``, else start one embedded Ray for all stages.
+    """One Ray for all stages: joined, or embedded with its dashboard (it shows the stages'
+    tasks and actors while they run)."""
+    from pipeline.executor import ensure_ray as start
 
-    The embedded instance keeps its dashboard: Ray Train's placement-group cleaner polls the
-    state API through it, and it shows the stages' tasks and actors while they run.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return
-    context = ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=True)
-    print(f"  Ray dashboard: http://{context.dashboard_url}", flush=True)
+    url = start(cfg.ray, dashboard=True)
+    if url:
+        print(f"  Ray dashboard: http://{url}", flush=True)
 
 
 def _data_key(cfg: TextBoostConfig, done: dict) -> dict:

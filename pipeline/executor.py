@@ -23,21 +23,27 @@ R = TypeVar("R")
 RETRY_EXCEPTIONS: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
 
 
-def ensure_ray(ray_cfg: RayConfig) -> None:
-    """Start (or join) Ray once per process: embedded unless an address is configured."""
+def ensure_ray(ray_cfg: RayConfig, dashboard: bool = False) -> str | None:
+    """Start (or join) Ray once per process: embedded unless an address is configured.
+
+    ``dashboard``: start the embedded instance with its dashboard (Ray Train's
+    placement-group cleaner polls the state API through it); returns its URL when this call
+    started one, else None.
+    """
     import ray
 
     if ray.is_initialized():
-        return
+        return None
     address = ray_cfg.address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, ignore_reinit_error=True)
-    else:
-        ray.init(
-            num_cpus=ray_cfg.num_cpus or None,
-            include_dashboard=False,
-            ignore_reinit_error=True,
-        )
+        return None
+    context = ray.init(
+        num_cpus=ray_cfg.num_cpus or None,
+        include_dashboard=dashboard,
+        ignore_reinit_error=True,
+    )
+    return context.dashboard_url if dashboard else None
 
 
 def run_local(fn: Callable[[T], R], tasks: Sequence[T], on_done: Callable[[R], None]) -> list[R]:

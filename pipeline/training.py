@@ -381,10 +381,11 @@ def _checkpoint_url(checkpoint, root: str) -> str:
 
 def run_training(cfg: TextBoostConfig) -> dict:
     """Run one training stage on Ray Train; returns ``{"checkpoint", "run_id", ...}``."""
-    import ray
     from mlflow.tracking import MlflowClient
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipeline.executor import ensure_ray
 
     tcfg = cfg.train
     if tcfg.stage == 2 and not tcfg.init_checkpoint:
@@ -414,9 +415,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
         "tracking_uri": tracking_uri, "experiment_dir": f"{root}/{run_name}",
         "manifest_sha": tags[f"{TAG}manifest_sha256"],
     }  # fmt: skip
-    if not ray.is_initialized():
-        address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
-        ray.init(address=address, num_cpus=None if address else (cfg.ray.num_cpus or None))
+    ensure_ray(cfg.ray, dashboard=True)  # Ray Train's placement-group cleaner needs it
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=args,
