@@ -367,7 +367,7 @@ def steady_heap() -> bool:
     """Fix glibc's mmap/trim thresholds in this process, once; False where there is no glibc."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):  # no glibc: macOS (no mallopt), Windows (no CDLL(None))
+    except (OSError, AttributeError, TypeError):  # no glibc: macOS, Windows
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
