@@ -126,7 +126,10 @@ def _train_key(cfg: TextBoostConfig, done: dict) -> dict:
     train = to_dict(cfg.train)
     for volatile in ("run_name", "init_checkpoint", "shards", "storage_path"):
         train.pop(volatile)
+    # stage 2 starts from stage 1's checkpoint; a stage-1 fine-tune from its init checkpoint
     upstream = done["stage1"]["checkpoint_sha256"] if cfg.train.stage == 2 else None
+    if cfg.train.stage == 1 and cfg.train.init_checkpoint:
+        upstream = init_identity(cfg.train.init_checkpoint)
     return {
         "seed": cfg.seed,
         "model": to_dict(cfg.model),
@@ -135,6 +138,30 @@ def _train_key(cfg: TextBoostConfig, done: dict) -> dict:
         "init_checkpoint_sha256": upstream,
         "mlflow": [cfg.mlflow.tracking_uri, cfg.mlflow.experiment],
     }
+
+
+def export_checkpoint(url: str, workdir: str, stage: int) -> str:
+    """Copy the stage's final ``model.pt`` to ``<workdir>/checkpoints/stage<N>.pt``: a stable
+    path that other configs can start from (``train.init_checkpoint``)."""
+    import fsspec
+
+    dest = f"{workdir.rstrip('/')}/checkpoints/stage{stage}.pt"
+    fs, path = fsspec.core.url_to_fs(dest)
+    fs.makedirs(os.path.dirname(path), exist_ok=True)
+    with fsspec.open(url, "rb") as src:
+        data = src.read()
+    tmp = f"{path}.tmp"
+    fs.pipe_file(tmp, data)
+    fs.mv(tmp, path)
+    return dest
+
+
+def init_identity(uri: str) -> str:
+    """What a stage-1 init checkpoint is, for the stage key: sha256 of a local file, else
+    the URI itself (``zoo:NAME``, ``models:/...``)."""
+    if "://" not in uri and ":" not in uri.split("/")[0] and os.path.isfile(uri):
+        return sha256_url(os.path.abspath(uri))
+    return uri
 
 
 def _run_train(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
@@ -151,8 +178,11 @@ def _run_train(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     if stage == 2:
         run_cfg.train.init_checkpoint = done["stage1"]["checkpoint"]
     result = run_training(run_cfg)
+    export = export_checkpoint(result["checkpoint"], cfg.workdir, stage)
+    print(f"  checkpoint: {export}", flush=True)
     return {
         "checkpoint": result["checkpoint"],
+        "export": export,
         "checkpoint_sha256": sha256_url(result["checkpoint"]),
         "run_id": result["run_id"],
         "run_name": result["run_name"],

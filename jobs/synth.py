@@ -17,7 +17,7 @@ from textboost.config import SynthConfig, load_config, section_from_dict, to_dic
 from textboost.errors import ConfigError
 from textboost.words import Word
 
-FLAG_KEYS = ("images", "seed", "format", "backgrounds", "max_side", "min_side")
+FLAG_KEYS = ("images", "seed", "format", "backgrounds", "fonts", "max_side", "min_side")
 READ_BUCKETS = ((0.0, 12.0, "<12 px"), (12.0, 30.0, "12-30 px"), (30.0, 1e9, ">30 px"))
 
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed: image i depends only on (seed, i)")
     p.add_argument("--format", choices=("textocr", "icdar2015"))
     p.add_argument("--backgrounds", help="folder of photos to crop backgrounds from")
+    p.add_argument("--fonts", help="font folders, ':'-separated (default: /usr/share/fonts)")
     p.add_argument("--max-side", type=int, help="long side of the images in pixels")
     p.add_argument("--min-side", type=int, help="smallest short side in pixels")
     p.add_argument("--words", type=int, nargs=2, metavar=("MIN", "MAX"), help="words per image")
@@ -100,6 +101,7 @@ def ocr_check(synth: SynthConfig, k: int) -> dict[str, tuple[int, int]]:
             min_side=synth.min_side,
             words=(synth.words_min, synth.words_max),
             backgrounds=synth.backgrounds or None,
+            fonts=synth.fonts,
         )
         decoded = Image.open(io.BytesIO(jpeg_bytes(image)))  # exactly the written file
         result, _ = engine(np.asarray(decoded.convert("RGB")))

@@ -113,6 +113,8 @@ def sample_spec(cfg: TextBoostConfig, split: str) -> SampleSpec:
         "words": (synth.words_min, synth.words_max),
         "backgrounds": synth.backgrounds or None,
     }
+    if synth.fonts:  # only when set: default configs keep their shard bytes and hashes
+        kwargs["fonts"] = synth.fonts
     threshold = float(settings_of(cfg, split)["threshold"])
     return SampleSpec(threshold, cfg.shards.side_info_format, kwargs, synth.seed)
 

@@ -156,9 +156,9 @@ def _initial_model(args: dict, tcfg: TrainConfig):
             model, _ = load_checkpoint(os.path.join(d, MODEL_FILE))
             state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
         return model, state
-    if tcfg.stage == 2:
-        if not tcfg.init_checkpoint:
-            raise ConfigError("train.stage=2 needs train.init_checkpoint (a stage-1 checkpoint)")
+    if tcfg.stage == 2 and not tcfg.init_checkpoint:
+        raise ConfigError("train.stage=2 needs train.init_checkpoint (a stage-1 checkpoint)")
+    if tcfg.init_checkpoint:  # stage 2, or a stage-1 fine-tune (new rate point, quickstart)
         import mlflow
 
         mlflow.set_tracking_uri(args["tracking_uri"])  # for runs:/ and models:/ URIs

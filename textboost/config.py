@@ -35,6 +35,10 @@ class SynthConfig:
     words_min: int = 4  # words per image
     words_max: int = 24
     backgrounds: str = ""  # optional folder of real photos to crop backgrounds from
+    # Folders of .ttf/.otf fonts, ":"-separated ("" = every font under /usr/share/fonts);
+    # Pillow's built-in font is always added. `python -m textboost.assets` installs
+    # assets/fonts/train and assets/fonts/heldout (validation text only).
+    fonts: str = ""
 
     def __post_init__(self) -> None:
         _check_choice("data.synth.format", self.format, ("textocr", "icdar2015"))

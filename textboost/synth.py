@@ -360,6 +360,7 @@ def synth_words(
     words: tuple[int, int] = (4, 24),
     backgrounds: list[Path] | str | Path | None = None,
     style: SynthStyle | None = None,
+    fonts: str = "",
 ) -> tuple[Image.Image, list[SynthWord]]:
     """Image ``index`` of ``seed`` with its words and their render parameters (cap height...)."""
     check_args(seed, max_side, min_side, words)
@@ -373,11 +374,11 @@ def synth_words(
     else:
         img = _procedural_background(rng, w, h)
     img = np.clip(img, 0, 255)
-    fonts = find_fonts()
+    font_specs = find_fonts(fonts)
     placed: list = []
     out: list[SynthWord] = []
     for _ in range(int(rng.integers(words[0], words[1] + 1))):
-        sw = _place_word(img, rng, fonts, style, placed)
+        sw = _place_word(img, rng, font_specs, style, placed)
         if sw is not None:
             out.append(sw)
     image = _degrade(img, rng) if style.distort else Image.fromarray(np.uint8(img + 0.5), "RGB")

@@ -151,6 +151,7 @@ def generate(
     workers: int = 1,
     style: SynthStyle | None = None,
     progress: bool = False,
+    fonts: str = "",
 ) -> dict:
     """Write ``n_images`` synthetic scene-text images and annotations to ``out_dir``.
 
@@ -170,6 +171,7 @@ def generate(
     bg = list_backgrounds(backgrounds) if backgrounds else None
     kwargs = dict(max_side=max_side, min_side=min_side, words=tuple(words), backgrounds=bg)
     kwargs["style"] = style
+    kwargs["fonts"] = fonts
     start = time.perf_counter()
     writer = _SetWriter(Path(out_dir), fmt, seed, split)
     results = _encoded(n_images, seed, kwargs, workers)
@@ -183,7 +185,7 @@ def generate(
         "legible": writer.legible,
         "illegible": writer.words - writer.legible,
         "cap_height_hist": writer.hist,
-        "fonts": len(find_fonts()),
+        "fonts": len(find_fonts(fonts)),
         "seconds": round(seconds, 3),
         "images_per_s": round(n_images / seconds, 2) if seconds > 0 else 0.0,
         "format": fmt,
@@ -207,5 +209,6 @@ def generate_from_config(cfg, out_dir: str | Path, **kwargs) -> dict:
         max_side=cfg.max_side,
         min_side=cfg.min_side,
         words=(cfg.words_min, cfg.words_max),
+        fonts=cfg.fonts,
         **kwargs,
     )

@@ -143,11 +143,15 @@ def _renders_charset(face: ImageFont.FreeTypeFont) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def find_fonts(root: str = FONT_ROOT) -> tuple[str, ...]:
-    """Sorted usable TrueType/OpenType fonts under ``root`` plus Pillow's built-in font."""
+    """Sorted usable TrueType/OpenType fonts under ``root`` (folders separated by ``:``;
+    ``""`` = ``FONT_ROOT``) plus Pillow's built-in font."""
     found = []
-    if Path(root).is_dir():
-        for path in sorted(Path(root).rglob("*")):
+    for folder in (root or FONT_ROOT).split(":"):
+        if not Path(folder).is_dir():
+            continue
+        for path in sorted(Path(folder).rglob("*")):
             if path.suffix.lower() not in (".ttf", ".otf"):
                 continue
             try:
