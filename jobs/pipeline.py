@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from jobs.common import add_config_args, config_from_args
+from pipeline.console import quiet, say
 from pipeline.stage_state import STATE_DIR, Stage, StageState, run_stage, sha256_url
 from textboost.config import (
     PIPELINE_STAGES,
@@ -55,8 +56,14 @@ def stage_configs(cfg: TextBoostConfig) -> dict[str, TextBoostConfig]:
     stage1 = derive(cfg, ["train.stage=1", *p.stage1], "pipeline.stage1")
     stage2 = derive(cfg, ["train.stage=2", *p.stage2], "pipeline.stage2")
     evaluate = derive(cfg, list(p.evaluate), "pipeline.evaluate")
-    if stage1.model != cfg.model or stage2.model != cfg.model:
-        raise ConfigError("pipeline.stage1/stage2 may not change model.*: both stages share it")
+    from textboost.config import FUSION_KEYS
+
+    backbone = lambda c: {k: v for k, v in to_dict(c.model).items() if k not in FUSION_KEYS}  # noqa: E731
+    if stage1.model != cfg.model or backbone(stage2) != backbone(cfg):
+        raise ConfigError(
+            "pipeline.stage1 may not change model.*, pipeline.stage2 only the fusion block "
+            f"(model.{'/'.join(FUSION_KEYS)}): both stages share the backbone"
+        )
     return {
         "data": cfg,
         "shards": cfg,
@@ -77,7 +84,7 @@ def ensure_ray(cfg: TextBoostConfig) -> None:
 
     url = start(cfg.ray, dashboard=True)
     if url:
-        print(f"  Ray dashboard: http://{url}", flush=True)
+        say(f"  Ray dashboard: http://{url}")
 
 
 def _data_key(cfg: TextBoostConfig, done: dict) -> dict:
@@ -95,7 +102,7 @@ def _run_data(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     for name, src in sources.items():
         refs = list_source(src, "train" if name == "train" else "val", cfg.data.synth)
         out[name] = {"kind": src.kind, "samples": len(refs), "fingerprint": fingerprint(refs)}
-        print(f"  {name}: {src.kind}, {len(refs)} samples", flush=True)
+        say(f"  {name}: {src.kind}, {len(refs)} samples")
     return out
 
 
@@ -158,7 +165,12 @@ def export_checkpoint(url: str, workdir: str, stage: int) -> str:
 
 def init_identity(uri: str) -> str:
     """What a stage-1 init checkpoint is, for the stage key: sha256 of a local file, else
-    the URI itself (``zoo:NAME``, ``models:/...``)."""
+    the URI itself (``models:/...``); ``zoo:NAME`` with the zoo file's sha256 (a re-exported
+    zoo model is another init checkpoint)."""
+    if uri.startswith("zoo:"):
+        from textboost import zoo
+
+        return f"{uri}@sha256:{zoo.sha256(uri[len('zoo:') :])}"
     if "://" not in uri and ":" not in uri.split("/")[0] and os.path.isfile(uri):
         return sha256_url(os.path.abspath(uri))
     return uri
@@ -179,7 +191,7 @@ def _run_train(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
         run_cfg.train.init_checkpoint = done["stage1"]["checkpoint"]
     result = run_training(run_cfg)
     export = export_checkpoint(result["checkpoint"], cfg.workdir, stage)
-    print(f"  checkpoint: {export}", flush=True)
+    say(f"  checkpoint: {export}")
     return {
         "checkpoint": result["checkpoint"],
         "export": export,
@@ -296,16 +308,13 @@ def run_pipeline(cfg: TextBoostConfig, force: tuple[str, ...] = ()) -> dict[str,
             if state.get("status") == "done":
                 done[name] = state["outputs"]
             continue
-        print(f"[{todo.index(name) + 1}/{len(todo)}] {name}", flush=True)
+        say(f"[{todo.index(name) + 1}/{len(todo)}] {name}")
         start = time.perf_counter()
         state = run_stage(STAGES[name], configs[name], done, workdir, name in force)
         state["wall_s"] = round(time.perf_counter() - start, 1)
         done[name], states[name] = state["outputs"], state
         verb = "skipped (up to date)" if state.get("skipped") else "done"
-        print(
-            f"[{todo.index(name) + 1}/{len(todo)}] {name}: {verb} in {state['wall_s']} s",
-            flush=True,
-        )
+        say(f"[{todo.index(name) + 1}/{len(todo)}] {name}: {verb} in {state['wall_s']} s")
     return states
 
 
@@ -316,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         "--force", action="append", default=[], choices=PIPELINE_STAGES, metavar="STAGE",
         help="run STAGE even when its outputs are up to date (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="show Ray, Ray Train and library output here instead of <workdir>/pipeline.log",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     if "://" not in cfg.workdir and not os.path.isabs(cfg.workdir):
@@ -323,33 +336,39 @@ def main(argv: list[str] | None = None) -> int:
         absolute = f"workdir={os.path.abspath(cfg.workdir)}"
         cfg = load_config(args.config, [*args.overrides, absolute])
     start = time.perf_counter()
-    states = run_pipeline(cfg, tuple(args.force))
+    if args.verbose or "://" in cfg.workdir:
+        states = run_pipeline(cfg, tuple(args.force))
+    else:
+        log = os.path.join(cfg.workdir, "pipeline.log")
+        print(f"textboost pipeline: Ray, Ray Train and library output go to {log}", flush=True)
+        with quiet(log):
+            states = run_pipeline(cfg, tuple(args.force))
     print_summary(cfg, states, time.perf_counter() - start)
     return 0
 
 
 def print_summary(cfg: TextBoostConfig, states: dict[str, dict], total: float) -> None:
     """Stage timings, the results table and where to look next."""
-    print("\nstage      status     seconds")
+    say("\nstage      status     seconds")
     for name, state in states.items():
         status = "skipped" if state.get("skipped") else "ran"
-        print(f"{name:<10} {status:<10} {state['wall_s']:>7.1f}")
-    print(f"{'total':<21} {total:>7.1f}")
+        say(f"{name:<10} {status:<10} {state['wall_s']:>7.1f}")
+    say(f"{'total':<21} {total:>7.1f}")
     evaluation = _latest(cfg, states, "evaluate")
     if evaluation:
-        print(results_table(evaluation["summary"]))
+        say(results_table(evaluation["summary"]))
     register = _latest(cfg, states, "register")
     if register:
         champion = "champion" if register.get("champion") else f"not champion: {register['reason']}"
-        print(f"\nregistered: {register['uri']} ({champion})")
-        print(
+        say(f"\nregistered: {register['uri']} ({champion})")
+        say(
             f"lineage:    textboost lineage {register['uri']} --tracking-uri {cfg.mlflow.tracking_uri}"
         )
     uri = cfg.mlflow.tracking_uri
     if uri.startswith("sqlite:"):
-        print(f"open MLflow: mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
+        say(f"open MLflow: mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
     else:
-        print(f"open MLflow: {uri}")
+        say(f"open MLflow: {uri}")
 
 
 def _latest(cfg: TextBoostConfig, states: dict[str, dict], name: str) -> dict | None:
@@ -362,6 +381,7 @@ def _latest(cfg: TextBoostConfig, states: dict[str, dict], name: str) -> dict | 
 def results_table(summary: dict) -> str:
     """bpp, PSNR, MS-SSIM and DET / E2E F1 per method (mean over the evaluated images)."""
     labels = {"textboost": "TextBoost", "backbone": "Backbone", "jpeg": "JPEG", "webp": "WebP"}
+    labels |= {"avif": "AVIF", "avif_min": "AVIF (lowest quality)", "avif_half": "AVIF (half size)"}
     labels["original"] = "Original (F1 ceiling)"
     rows = [m for m in summary["means"] if m["method"] in labels]
     rows.sort(key=lambda m: list(labels).index(m["method"]))

@@ -48,6 +48,8 @@ class Crop:
     guidance: np.ndarray
     text_mask: np.ndarray
     key: str = ""
+    cmap: np.ndarray | None = None  # SxSx3 uint8 colour guidance (model.fusion=colour)
+    box: np.ndarray | None = None  # SxS uint8 {0, 1} word boxes of the colour guidance
 
 
 def decode_sample(sample: dict) -> tuple[np.ndarray, np.ndarray, list[Word]]:
@@ -83,6 +85,33 @@ def text_mask(words: list[Word], height: int, width: int) -> np.ndarray:
     return np.asarray(render_text_mask(words, height, width), dtype=np.uint8)
 
 
+def crop_origin(
+    h: int, w: int, words: list[Word], size: int, rng: random.Random, text_prob: float = 0.0
+) -> tuple[int, int]:
+    """Top-left ``(y0, x0)`` of a training window: uniform, or (with probability
+    ``text_prob``, when the image has words) centred on a random word with a jitter of up to a
+    quarter window, so stage 2 sees the sent words it must learn to draw."""
+    if words and text_prob > 0 and rng.random() < text_prob:
+        word = words[rng.randrange(len(words))]
+        cx = sum(x for x, _ in word.polygon) / len(word.polygon)
+        cy = sum(y for _, y in word.polygon) / len(word.polygon)
+        jitter = size / 4
+        y0 = round(cy - size / 2 + rng.uniform(-jitter, jitter))
+        x0 = round(cx - size / 2 + rng.uniform(-jitter, jitter))
+        return min(max(y0, 0), max(h - size, 0)), min(max(x0, 0), max(w - size, 0))
+    return rng.randint(0, max(h - size, 0)), rng.randint(0, max(w - size, 0))
+
+
+def _in_window(words: list[Word], x0: int, y0: int, size: int) -> list[Word]:
+    """Words whose bounding box meets the window."""
+    out = []
+    for wd in words:
+        xs, ys = [x for x, _ in wd.polygon], [y for _, y in wd.polygon]
+        if max(xs) >= x0 and min(xs) < x0 + size and max(ys) >= y0 and min(ys) < y0 + size:
+            out.append(wd)
+    return out
+
+
 def random_crop(
     image: np.ndarray,
     guidance: np.ndarray,
@@ -90,15 +119,18 @@ def random_crop(
     size: int,
     rng: random.Random,
     with_mask: bool = True,
+    text_prob: float = 0.0,
+    with_colour: bool = False,
 ) -> Crop:
-    """Cut the same ``size``x``size`` window from image, guidance map and text mask.
+    """Cut the same ``size``x``size`` window from image, guidance map and text mask (and,
+    ``with_colour``, the colour guidance: word colours measured on the whole image, as the
+    encoder does, for the words that meet the window).
 
     Images smaller than the crop are zero-padded at the bottom/right (the guidance map and
     mask too, so they stay aligned). The mask is rendered only inside the window.
     """
     h, w = image.shape[:2]
-    y0 = rng.randint(0, max(h - size, 0))
-    x0 = rng.randint(0, max(w - size, 0))
+    y0, x0 = crop_origin(h, w, words, size, rng, text_prob)
     ch, cw = min(size, h), min(size, w)
     out_img = np.zeros((size, size, 3), np.uint8)
     out_guide = np.zeros((size, size), np.uint8)
@@ -111,14 +143,21 @@ def random_crop(
             for wd in words
         ]
         out_mask[:ch, :cw] = text_mask(shifted, ch, cw)
-    return Crop(out_img, out_guide, out_mask)
+    crop = Crop(out_img, out_guide, out_mask)
+    if with_colour:
+        from textboost.colours import colour_guidance, word_colours
+
+        near = _in_window(words, x0, y0, size)
+        cmap, box = colour_guidance(out_guide, near, word_colours(image, near), (x0, y0))
+        crop.cmap, crop.box = cmap, box
+    return crop
 
 
 def collate(crops: list[Crop], skipped: int, worker: int) -> dict:
     """Stack crops into uint8 tensors (cheap to send between processes); see ``to_float``."""
     import torch
 
-    return {
+    out = {
         "image": torch.from_numpy(np.stack([c.image for c in crops])).permute(0, 3, 1, 2),
         "guidance": torch.from_numpy(np.stack([c.guidance for c in crops]))[:, None],
         "text_mask": torch.from_numpy(np.stack([c.text_mask for c in crops]))[:, None],
@@ -126,14 +165,26 @@ def collate(crops: list[Crop], skipped: int, worker: int) -> dict:
         "skipped": skipped,
         "worker": worker,
     }
+    if crops and crops[0].cmap is not None:
+        out["cmap"] = torch.from_numpy(np.stack([c.cmap for c in crops])).permute(0, 3, 1, 2)
+        out["box"] = torch.from_numpy(np.stack([c.box for c in crops]))[:, None]
+    return out
+
+
+def text_share(batch: dict) -> float:
+    """Share of the batch's crops whose guidance map holds any glyph ink."""
+    g = batch["guidance"]
+    return float((g.flatten(1).amax(1) > 0).float().mean())
 
 
 def to_float(batch: dict, device, non_blocking: bool = False) -> dict:
     """uint8 batch -> model inputs: image Bx3xSxS and guidance Bx1xSxS in [0,1], mask {0,1}."""
     out = {}
-    for name in ("image", "guidance", "text_mask"):
+    for name in ("image", "guidance", "text_mask", "cmap", "box"):
+        if name not in batch:
+            continue
         t = batch[name].to(device, non_blocking=non_blocking).float()
-        out[name] = t if name == "text_mask" else t / 255.0
+        out[name] = t if name in ("text_mask", "box") else t / 255.0
     return out
 
 
@@ -179,6 +230,8 @@ class LoaderSpec:
     world_size: int = 1
     num_workers: int = 1
     with_mask: bool = True
+    with_colour: bool = False  # colour guidance (model.fusion=colour)
+    text_crop_prob: float = 0.0  # share of windows centred on a sent word
     shuffle_buffer: int = 64
     pin_memory: bool = False  # for GPU training
     storage_options: dict = field(default_factory=dict)
@@ -231,7 +284,10 @@ def _crops(spec: LoaderSpec, epoch_tag: str) -> Iterator[dict]:
         picked = buffer.pop(rng.randrange(len(buffer)))
         try:
             image, guidance, words = decode_sample(picked)
-            crop = random_crop(image, guidance, words, spec.crop_size, rng, spec.with_mask)
+            crop = random_crop(
+                image, guidance, words, spec.crop_size, rng, spec.with_mask,
+                spec.text_crop_prob, spec.with_colour,
+            )  # fmt: skip
             crop.key = picked["__key__"]
         except ImportError:
             raise  # a broken install is not a bad sample

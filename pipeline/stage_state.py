@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.console import say
 from textboost.config import TextBoostConfig
 from textboost.errors import ConfigError
 
@@ -92,22 +92,20 @@ def run_stage(stage: Stage, cfg: TextBoostConfig, done: dict, workdir: str, forc
                 return state.data
         except (OSError, KeyError):
             pass
-        print(f"  outputs of {stage.name} changed or vanished: running it again", flush=True)
+        say(f"  outputs of {stage.name} changed or vanished: running it again")
     resuming = same and state.data.get("status") == "running" and not force
     if not resuming:
         attempt = state.data.get("attempt", 0)
         state.data = {"stage": stage.name, "attempt": attempt}
-    print(f"  {'resuming' if resuming else 'running'} (state {state.path})", flush=True)
+    say(f"  {'resuming' if resuming else 'running'} (state {state.path})")
     state.save(key=key, status="running", started=time.time(), skipped=False)
     start = time.perf_counter()
     try:
         outputs = stage.run(cfg, done, state)
     except BaseException:
-        print(
+        say(
             f"stage {stage.name} failed: fix the cause and rerun the same command; it resumes "
-            f"here (state {state.path})",
-            file=sys.stderr,
-            flush=True,
+            f"here (state {state.path})"
         )
         raise
     state.save(status="done", outputs=outputs, seconds=round(time.perf_counter() - start, 1))

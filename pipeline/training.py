@@ -30,7 +30,15 @@ from pathlib import Path
 
 import torch
 
-from pipeline.loader import LoaderSpec, SkipTally, derive_seed, make_loader, shard_list, to_float
+from pipeline.loader import (
+    LoaderSpec,
+    SkipTally,
+    derive_seed,
+    make_loader,
+    shard_list,
+    text_share,
+    to_float,
+)
 from textboost.config import (
     ModelConfig,
     TextBoostConfig,
@@ -82,7 +90,7 @@ class Stepper:
         self.tcfg, self.device, self.stage = tcfg, device, tcfg.stage
         self.model = model  # the TextBoost module (never the DDP wrapper)
         self.optimizer, self.aux_optimizer, self.criterion = prepare_stage(
-            model, tcfg.stage, tcfg.lr, tcfg.aux_lr, tcfg.lmbda, tcfg.alpha
+            model, tcfg.stage, tcfg.lr, tcfg.aux_lr, tcfg.lmbda, tcfg.alpha, tcfg.gc_target
         )
         factor = lambda s: lr_factor(s, total_steps, tcfg.warmup_steps, tcfg.lr_schedule)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
@@ -104,6 +112,8 @@ class Stepper:
             inputs["text_mask"],
             clip_max_norm=self.tcfg.clip_max_norm,
             bf16=self.amp,
+            cmap=inputs.get("cmap"),
+            box=inputs.get("box"),
         )
         self.scheduler.step()
         return losses
@@ -163,6 +173,11 @@ def _initial_model(args: dict, tcfg: TrainConfig):
 
         mlflow.set_tracking_uri(args["tracking_uri"])  # for runs:/ and models:/ URIs
         model, _ = load_checkpoint(tcfg.init_checkpoint)
+        if tcfg.stage == 2:  # stage 2 may train another fusion block on the same backbone
+            from textboost.stages import with_fusion
+
+            torch.manual_seed(args["cfg"]["seed"])  # same fresh block on every rank
+            model = with_fusion(model, section_from_dict(ModelConfig, args["cfg"]["model"]))
         return model, None
     torch.manual_seed(args["cfg"]["seed"])  # same initial weights on every rank
     return build_model(section_from_dict(ModelConfig, args["cfg"]["model"])), None
@@ -242,7 +257,13 @@ def train_loop_per_worker(args: dict) -> None:
         urls=args["urls"], batch_size=tcfg.batch_size, crop_size=tcfg.crop_size,
         seed=args["cfg"]["seed"], rank=rank, world_size=world,
         num_workers=tcfg.loader_workers, with_mask=tcfg.stage == 2, pin_memory=tcfg.use_gpu,
+        with_colour=model.needs_colour, text_crop_prob=tcfg.text_crop_prob,
     )  # fmt: skip
+    validator = None
+    if rank == 0 and tcfg.stage == 2 and tcfg.val_every > 0:
+        from pipeline.validation import Validator
+
+        validator = Validator(args["val_urls"], tcfg.val_images, model.needs_colour)
     mlog = MetricLog(args["tracking_uri"], args["mlflow_run_id"]) if rank == 0 else None
     skips = SkipTally()
     start_step, latest = step, {}
@@ -260,7 +281,10 @@ def train_loop_per_worker(args: dict) -> None:
             latest["train.lr"] = stepper.scheduler.get_last_lr()[0]
             latest["train.images_per_s"] = world * tcfg.batch_size / max(now - tick, 1e-9)
             latest["train.skipped_samples"] = skips.observe(batch)
-            tick = now
+            latest["train.text_crops"] = text_share(batch)
+            if validator is not None and (step % tcfg.val_every == 0 or step == total_steps):
+                latest.update(validator.run(model))
+            tick = time.perf_counter()
             if mlog is not None:
                 mlog.add(step, latest)
             if step % tcfg.checkpoint_every == 0 or step == total_steps:
@@ -379,6 +403,27 @@ def _checkpoint_url(checkpoint, root: str) -> str:
     return path
 
 
+def worker_init_checkpoint(init: str) -> str:
+    """``train.init_checkpoint`` as the workers get it: a local path made absolute (they run in
+    their own working directory); ``runs:/``, ``models:/``, URLs and ``zoo:NAME`` as given."""
+    if init and ":/" not in init and not init.startswith("zoo:"):
+        return os.path.abspath(init)
+    return init
+
+
+def init_checkpoint_tags(init: str) -> dict:
+    """Lineage tags of ``train.init_checkpoint``: the URI as given and, for ``zoo:NAME``, the
+    sha256 of the zoo file (an unknown name fails here, before Ray starts)."""
+    if not init:
+        return {}
+    tags = {f"{TAG}init_checkpoint": init}
+    if init.startswith("zoo:"):
+        from textboost import zoo
+
+        tags[f"{TAG}init_zoo_sha256"] = zoo.sha256(init[len("zoo:") :])
+    return tags
+
+
 def run_training(cfg: TextBoostConfig) -> dict:
     """Run one training stage on Ray Train; returns ``{"checkpoint", "run_id", ...}``."""
     from mlflow.tracking import MlflowClient
@@ -403,15 +448,16 @@ def run_training(cfg: TextBoostConfig) -> dict:
         f"{TAG}stage": tcfg.stage,
         f"{TAG}storage": f"{root}/{run_name}",
     }
+    tags.update(init_checkpoint_tags(tcfg.init_checkpoint))
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     run_id = open_mlflow_run(cfg, run_name, tags, tracking_uri)
     worker_cfg = to_dict(cfg)  # as resolved for the workers (and recorded in checkpoints)
     worker_cfg["train"].update(run_name=run_name, shards=shards, storage_path=root)
-    init = tcfg.init_checkpoint
-    if init and ":/" not in init:  # a local path (not runs:/, models:/, s3://, ...)
-        worker_cfg["train"]["init_checkpoint"] = os.path.abspath(init)
+    worker_cfg["train"]["init_checkpoint"] = worker_init_checkpoint(tcfg.init_checkpoint)
+    val_urls = shard_list(shards, "val") if tcfg.stage == 2 and tcfg.val_every > 0 else []
     args = {
-        "cfg": worker_cfg, "urls": urls, "run_name": run_name, "mlflow_run_id": run_id,
+        "cfg": worker_cfg, "urls": urls, "val_urls": val_urls, "run_name": run_name,
+        "mlflow_run_id": run_id,
         "tracking_uri": tracking_uri, "experiment_dir": f"{root}/{run_name}",
         "manifest_sha": tags[f"{TAG}manifest_sha256"],
     }  # fmt: skip

@@ -169,7 +169,9 @@ def install(root: Path = ASSET_ROOT, quiet: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m textboost.assets", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m textboost.assets", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--root", default=str(ASSET_ROOT), help="where to lay out the assets")
     args = p.parse_args(argv)
     try:

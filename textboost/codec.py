@@ -68,14 +68,48 @@ def encode_image(
     width, height = image.size
     if not (1 <= width <= container.MAX_SIDE and 1 <= height <= container.MAX_SIDE):
         raise ImageError(f"image size {width}x{height} outside 1..{container.MAX_SIDE} pixels")
-    side_info = encode_side_info(list(words), (width, height), side_info_format)
+    words = list(words)
+    side_info = encode_side_info(words, (width, height), side_info_format)
+    colour_block = b""
+    if model.needs_colour and words:
+        from textboost import colours
+        from textboost.side_info import decode_side_info
+
+        sent = decode_side_info(side_info)  # the words exactly as the decoder will see them
+        colour_block = colours.pack(colours.word_colours(np.asarray(image.convert("RGB")), sent))
     x = image_to_tensor(image).to(_device(model))
     model.ensure_updated()  # outside inference_mode: CDF buffers stay ordinary tensors
     with torch.inference_mode(), _eval_mode(model):
         out = model.compress(x)
     strings = [[bytes(s) for s in ss] for ss in out["strings"]]
-    c = container.Container(model.identity(), width, height, out["padding"], side_info, strings)
+    c = container.Container(
+        model.identity(), width, height, out["padding"], side_info, strings, colour_block
+    )
     return container.pack(c)
+
+
+def fusion_inputs(
+    model: TextBoost, words: list[Word], colour_block: bytes, height: int, width: int
+) -> dict:
+    """What the fusion block takes, as the decoder renders it: ``guidance`` (1x1xHxW) and,
+    for the colour block, ``cmap`` (1x3xHxW in [0, 1]) and ``box`` (1x1xHxW)."""
+    from textboost.guidance import render_guidance
+
+    g = render_guidance(words, height, width)  # HxW uint8, text white on black
+    out = {"guidance": torch.from_numpy(np.asarray(g, dtype=np.float32) / 255.0)[None, None]}
+    if model.needs_colour:
+        from textboost import colours
+
+        if words and not colour_block:
+            raise ContainerError(
+                "the container has no colour block but the model's fusion block needs the "
+                "word colours: it was not written by this model"
+            )
+        table = colours.unpack(colour_block, len(words))
+        cmap, box = colours.colour_guidance(g, words, table)
+        out["cmap"] = torch.from_numpy(cmap.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+        out["box"] = torch.from_numpy(box.astype(np.float32))[None, None]
+    return out
 
 
 def decode_container(
@@ -85,12 +119,12 @@ def decode_container(
     c = container.unpack(data)
     _check_compatible(model, c, max_pixels)
     words = decode_words(c)
-    guidance = guidance_tensor(words, c.height, c.width)
+    inputs = fusion_inputs(model, words, c.colours, c.height, c.width)
     shape = model.latent_shape(c.height + c.padding[2] + c.padding[3], c.width + sum(c.padding[:2]))
     model.ensure_updated()
     with torch.inference_mode(), _eval_mode(model):
         try:
-            out = model.decompress(c.strings, shape, guidance.to(_device(model)))
+            out = model.decompress(c.strings, shape, **inputs)
         except (RuntimeError, ValueError, AssertionError, IndexError, OverflowError) as exc:
             raise ContainerError(f"latent strings could not be entropy-decoded: {exc}") from None
     return tensor_to_image(out["x_hat"])

@@ -21,6 +21,8 @@ from textboost.errors import ConfigError
 
 SOURCE_KINDS = ("synthetic", "textocr", "icdar2015", "imagenet", "folder")
 BACKBONES = ("elic", "hyperprior")
+FUSIONS = ("paper", "colour")
+FUSION_KEYS = ("fusion", "fusion_channels", "fusion_gated", "fusion_gate_radius", "fusion_width")
 
 
 @dataclass
@@ -119,6 +121,11 @@ class ModelConfig:
     # false: ungated residual (the fusion block then also post-filters text-free images).
     fusion_gated: bool = True
     fusion_gate_radius: int = 4
+    # paper: the block of Fig. 4 on the white-on-black guidance map. colour: the encoder also
+    # sends each word's text and background colour (6 bytes a word, counted in bpp) and the
+    # block sees a colour guidance map (textboost.colours, fusion.ColourFusionBlock).
+    fusion: str = "paper"
+    fusion_width: int = 32  # colour block: channels of its CNN
 
     def __post_init__(self) -> None:
         _check_choice("model.backbone", self.backbone, BACKBONES)
@@ -131,6 +138,9 @@ class ModelConfig:
             )
         if self.fusion_gate_radius < 0:
             raise ConfigError("model.fusion_gate_radius must be >= 0")
+        _check_choice("model.fusion", self.fusion, FUSIONS)
+        if self.fusion_width < 1:
+            raise ConfigError("model.fusion_width must be >= 1")
 
 
 @dataclass
@@ -161,9 +171,21 @@ class TrainConfig:
     init_checkpoint: str = ""  # stage 2: stage-1 checkpoint path or MLflow model URI
     shards: str = "${shards.out}"  # shard folder (with manifest.json) to train on
     fail_at_step: int = -1  # fault injection for tests: rank 0 raises once at this step
+    # Stage 2: share of crops centred on a sent word (0: uniform windows, as in stage 1)
+    text_crop_prob: float = 0.0
+    # Stage 2 L_gc target: original (paper Eq. 6) | guidance (colour guidance map; needs
+    # model.fusion=colour)
+    gc_target: str = "original"
+    val_every: int = 0  # stage 2: DET/E2E F1 on val_images val-shard images every N steps
+    val_images: int = 8
 
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, (1, 2))
+        _check_choice("train.gc_target", self.gc_target, ("original", "guidance"))
+        if not 0.0 <= self.text_crop_prob <= 1.0:
+            raise ConfigError("train.text_crop_prob must be in [0, 1]")
+        if self.val_every < 0 or self.val_images < 1:
+            raise ConfigError("train.val_every must be >= 0 and train.val_images >= 1")
         _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         _check_choice("train.amp", self.amp, ("none", "bf16"))
 
@@ -185,7 +207,9 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         for b in self.baselines:
-            _check_choice("eval.baselines[]", b, ("jpeg", "webp", "backbone"))
+            _check_choice(
+                "eval.baselines[]", b, ("jpeg", "webp", "backbone", "avif", "avif_min", "avif_half")
+            )
         _check_choice("eval.ocr", self.ocr, ("annotations", "auto"))
         if self.limit < 0 or self.crops < 0:
             raise ConfigError("eval.limit and eval.crops must be >= 0")

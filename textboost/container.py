@@ -10,6 +10,8 @@ compact (``varint`` = unsigned LEB128, at most 5 bytes)::
     height       varint
     padding      4  u8 x 4: left, right, top, bottom (to multiples of 64)
     side info    varint length + side-info bytes (textboost.side_info)
+    colours      version 2 only: varint length + 6 bytes per side-info word (text and
+                 background RGB, textboost.colours), for ``model.fusion=colour``
     strings      u8 number of string lists, u8 strings per list (batch),
                  then per string: varint length + bytes (compressai ``strings`` list of lists)
     checksum     4  crc32 (little-endian) of everything before it
@@ -28,7 +30,9 @@ from dataclasses import dataclass, field
 from textboost.errors import ContainerError
 
 MAGIC = b"TBX"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # written when there is no colour block (paper fusion block)
+COLOUR_VERSION = 2  # written with a colour block
+VERSIONS = (FORMAT_VERSION, COLOUR_VERSION)
 MODEL_ID_BYTES = 8
 MAX_SIDE = 1 << 15  # largest width/height a container may declare
 MAX_STRING_LISTS = 64  # ELIC uses 11, the hyperprior 2
@@ -48,6 +52,7 @@ class Container:
     padding: tuple[int, int, int, int]  # left, right, top, bottom
     side_info: bytes
     strings: list[list[bytes]] = field(default_factory=list)
+    colours: bytes = b""  # word colours (version 2); empty: version 1
 
     @property
     def latent_bytes(self) -> int:
@@ -84,15 +89,17 @@ def pack(c: Container) -> bytes:
         raise ContainerError("every latent string list must hold one string per image")
     parts = [
         MAGIC,
-        bytes([FORMAT_VERSION]),
+        bytes([COLOUR_VERSION if c.colours else FORMAT_VERSION]),
         model_id,
         _varint(c.width),
         _varint(c.height),
         bytes(c.padding),
         _varint(len(c.side_info)),
         bytes(c.side_info),
-        bytes([len(c.strings), batch]),
     ]
+    if c.colours:
+        parts += [_varint(len(c.colours)), bytes(c.colours)]
+    parts.append(bytes([len(c.strings), batch]))
     for ss in c.strings:
         for s in ss:
             parts += [_varint(len(s)), bytes(s)]
@@ -134,10 +141,10 @@ def unpack(data: bytes) -> Container:
             "not a TextBoost container (.tbx): wrong magic bytes; encode it with "
             "`textboost compress`"
         )
-    if len(data) > len(MAGIC) and data[len(MAGIC)] != FORMAT_VERSION:
+    if len(data) > len(MAGIC) and data[len(MAGIC)] not in VERSIONS:
         raise ContainerError(
             f"container format version {data[len(MAGIC)]} is not supported (this software "
-            f"reads version {FORMAT_VERSION}); decode it with the textboost version that wrote it"
+            f"reads versions {VERSIONS}); decode it with the textboost version that wrote it"
         )
     if len(data) < MIN_SIZE:
         raise ContainerError(f"truncated container: only {len(data)} bytes")
@@ -152,6 +159,11 @@ def unpack(data: bytes) -> Container:
         raise ContainerError(f"container declares image size {width}x{height} (max {MAX_SIDE})")
     padding = tuple(r.take(4, "padding"))
     side_info = r.take(r.varint("side-info length"), "side info")
+    colours = b""
+    if data[len(MAGIC)] == COLOUR_VERSION:
+        colours = r.take(r.varint("colour-block length"), "colour block")
+        if not colours:
+            raise ContainerError("damaged container: version 2 with an empty colour block")
     n_lists, batch = r.take(2, "string counts")
     if n_lists > MAX_STRING_LISTS or batch > MAX_BATCH:
         raise ContainerError(f"container declares {n_lists}x{batch} latent strings (too many)")
@@ -164,24 +176,26 @@ def unpack(data: bytes) -> Container:
         strings.append(row)
     if r.pos != r.end:
         raise ContainerError(f"container has {r.end - r.pos} unexpected trailing bytes")
-    return Container(model_id, width, height, padding, side_info, strings)
+    return Container(model_id, width, height, padding, side_info, strings, colours)
 
 
 def describe(data: bytes) -> dict:
     """Size split of a container: bytes and bits per pixel of image vs side-info streams."""
     c = unpack(data)
     pixels = c.width * c.height
-    overhead = len(data) - c.latent_bytes - len(c.side_info)
+    side = len(c.side_info) + len(c.colours)  # the word colours are side info too
+    overhead = len(data) - c.latent_bytes - side
     return {
         "width": c.width,
         "height": c.height,
         "model_id": c.model_id,
         "total_bytes": len(data),
         "image_bytes": c.latent_bytes,
-        "side_info_bytes": len(c.side_info),
+        "side_info_bytes": side,
+        "colour_bytes": len(c.colours),
         "overhead_bytes": overhead,
         "bpp_total": 8 * len(data) / pixels,
         "bpp_image": 8 * c.latent_bytes / pixels,
-        "bpp_side_info": 8 * len(c.side_info) / pixels,
+        "bpp_side_info": 8 * side / pixels,
         "bpp_overhead": 8 * overhead / pixels,
     }

@@ -25,7 +25,7 @@ from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from textboost.config import ModelConfig, to_dict
-from textboost.fusion import FusionBlock
+from textboost.fusion import ColourFusionBlock, FusionBlock
 
 PAD_MULTIPLE = 64
 
@@ -69,6 +69,15 @@ def build_backbone(model_cfg: ModelConfig) -> CompressionModel:
     return MeanScaleHyperprior(N=model_cfg.N, M=model_cfg.M)
 
 
+def build_fusion(model_cfg: ModelConfig) -> nn.Module:
+    """The fusion block named by ``model_cfg.fusion`` (paper Fig. 4, or the colour block)."""
+    if model_cfg.fusion == "colour":
+        return ColourFusionBlock(model_cfg.fusion_width, model_cfg.fusion_gate_radius)
+    return FusionBlock(
+        model_cfg.fusion_channels, model_cfg.fusion_gated, model_cfg.fusion_gate_radius
+    )
+
+
 class TextBoost(CompressionModel):
     """Backbone codec + attention-guided fusion block (paper 4.2).
 
@@ -80,20 +89,36 @@ class TextBoost(CompressionModel):
         super().__init__()
         self.model_cfg = model_cfg
         self.backbone = build_backbone(model_cfg)
-        self.fusion_block = FusionBlock(
-            model_cfg.fusion_channels, model_cfg.fusion_gated, model_cfg.fusion_gate_radius
-        )
+        self.fusion_block = build_fusion(model_cfg)
         self.backbone_frozen = False  # set by textboost.stages.freeze_for_stage2
         self._identity_cache: tuple[tuple, str] | None = None
         self._updated_key: tuple | None = None
 
     # --- compressai contract -------------------------------------------------------------
-    def forward(self, x: Tensor, guidance: Tensor | None = None) -> dict:
-        """``x``: Bx3xHxW in [0, 1]; ``guidance``: Bx1xHxW in [0, 1] (None = no words)."""
+    @property
+    def needs_colour(self) -> bool:
+        """Whether the fusion block uses the word colours (``model.fusion=colour``)."""
+        return bool(getattr(self.fusion_block, "needs_colour", False))
+
+    def fuse(
+        self, x_base: Tensor, guidance: Tensor | None, cmap: Tensor | None = None,
+        box: Tensor | None = None,
+    ) -> Tensor:  # fmt: skip
+        """The fusion block on ``x_base`` (the colour block also takes ``cmap`` and ``box``)."""
+        if self.needs_colour:
+            return self.fusion_block(x_base, guidance, cmap, box)
+        return self.fusion_block(x_base, guidance)
+
+    def forward(
+        self, x: Tensor, guidance: Tensor | None = None, cmap: Tensor | None = None,
+        box: Tensor | None = None,
+    ) -> dict:  # fmt: skip
+        """``x``: Bx3xHxW in [0, 1]; ``guidance``: Bx1xHxW in [0, 1] (None = no words);
+        ``cmap`` Bx3xHxW in [0, 1] and ``box`` Bx1xHxW: colour guidance (colour block only)."""
         x_pad, padding = pad(x)  # Bx3xH'xW', H', W' multiples of 64
         out = self.backbone(x_pad)
         x_base = crop(out["x_hat"], padding)  # Bx3xHxW
-        x_hat = self.fusion_block(x_base, guidance)  # Bx3xHxW
+        x_hat = self.fuse(x_base, guidance, cmap, box)  # Bx3xHxW
         return {"x_hat": x_hat, "x_base": x_base, "likelihoods": out["likelihoods"]}
 
     def compress(self, x: Tensor) -> dict:
@@ -113,6 +138,8 @@ class TextBoost(CompressionModel):
         shape,
         guidance: Tensor | None = None,
         size: tuple[int, int] | None = None,
+        cmap: Tensor | None = None,
+        box: Tensor | None = None,
     ) -> dict:
         """Decode strings into ``x_hat`` (fused, clamped) and ``x_base``; the image size comes
         from ``guidance`` (Bx1xHxW) or ``size`` (H, W)."""
@@ -122,9 +149,10 @@ class TextBoost(CompressionModel):
             size = (guidance.shape[-2], guidance.shape[-1])
         padding = padding_for(*size)
         x_base = crop(self._decode_base(strings, shape), padding)  # Bx3xHxW
-        if guidance is not None:
-            guidance = guidance.to(x_base.device)
-        x_hat = self.fusion_block(x_base, guidance).clamp(0, 1)
+        guidance, cmap, box = (
+            None if t is None else t.to(x_base.device) for t in (guidance, cmap, box)
+        )
+        x_hat = self.fuse(x_base, guidance, cmap, box).clamp(0, 1)
         return {"x_hat": x_hat, "x_base": x_base.clamp(0, 1)}
 
     def _decode_base(self, strings: list, shape) -> Tensor:
@@ -194,7 +222,7 @@ class TextBoost(CompressionModel):
         if self._identity_cache is not None and self._identity_cache[0] == key:
             return self._identity_cache[1]
         h = hashlib.sha256()
-        h.update(json.dumps(to_dict(self.model_cfg), sort_keys=True).encode())
+        h.update(json.dumps(identity_config(self.model_cfg), sort_keys=True).encode())
         for name, p in sorted(self.named_parameters()):
             t = p.detach().cpu().contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -217,6 +245,16 @@ class TextBoost(CompressionModel):
     def mark_updated(self) -> None:
         """Record that the current CDF tables match the current weights (after loading)."""
         self._updated_key = self._version_key()
+
+
+def identity_config(model_cfg: ModelConfig) -> dict:
+    """The model config as hashed into ``identity()``: the colour-fusion fields are left out
+    for the paper block, so models and containers made before they existed keep their id."""
+    d = to_dict(model_cfg)
+    if d.get("fusion") == "paper":
+        d.pop("fusion", None)
+        d.pop("fusion_width", None)
+    return d
 
 
 def build_model(model_cfg: ModelConfig) -> TextBoost:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from textboost.losses import build_loss
+from textboost.losses import GuidanceTargetLoss, build_loss
 from textboost.model import TextBoost
 
 
@@ -28,6 +28,24 @@ def unwrap(model: nn.Module) -> TextBoost:
             raise TypeError(f"expected a TextBoost model, got {type(model).__name__}")
         model = inner
     return model
+
+
+def with_fusion(model: TextBoost, model_cfg) -> TextBoost:
+    """``model`` with the fusion block that ``model_cfg`` names: the same object when its
+    fusion settings already match, else a new model with ``model``'s backbone (weights and
+    entropy tables) and a freshly initialised block. Only ``model.fusion*`` may differ."""
+    from textboost.config import FUSION_KEYS, to_dict
+    from textboost.model import build_model
+
+    old, new = to_dict(unwrap(model).model_cfg), to_dict(model_cfg)
+    if old == new:
+        return model
+    other = sorted(k for k in new if k not in FUSION_KEYS and old.get(k) != new[k])
+    if other:
+        raise ValueError(f"stage 2 may only change the fusion block, not model.{other}")
+    out = build_model(model_cfg)
+    out.backbone.load_state_dict(unwrap(model).backbone.state_dict())
+    return out
 
 
 def freeze_for_stage2(model: nn.Module) -> list[nn.Parameter]:
@@ -59,11 +77,17 @@ def build_stage2_optimizer(model: nn.Module, lr: float = 1e-3) -> torch.optim.Op
 
 
 def prepare_stage(
-    model: nn.Module, stage: int, lr: float, aux_lr: float, lmbda: float, alpha: float = 10.0
-) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None, nn.Module]:
+    model: nn.Module, stage: int, lr: float, aux_lr: float, lmbda: float, alpha: float = 10.0,
+    gc_target: str = "original",
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None, nn.Module]:  # fmt: skip
     """``(optimizer, aux_optimizer or None, criterion)`` for ``stage`` (call before DDP wrap
     for stage 2, so the wrapper only sees trainable fusion parameters)."""
-    criterion = build_loss(stage, lmbda, alpha)
+    if gc_target == "guidance" and not unwrap(model).needs_colour:
+        raise ValueError(
+            "train.gc_target=guidance needs model.fusion=colour (the target is the colour "
+            "guidance map)"
+        )
+    criterion = build_loss(stage, lmbda, alpha, gc_target)
     if stage == 1:
         optimizer, aux_optimizer = build_stage1_optimizers(model, lr, aux_lr)
         return optimizer, aux_optimizer, criterion
@@ -80,6 +104,8 @@ def train_step(
     text_mask: Tensor,
     clip_max_norm: float = 1.0,
     bf16: bool = False,
+    cmap: Tensor | None = None,
+    box: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """One optimisation step; returns the detached loss tensors (plus ``aux_loss`` in stage 1).
 
@@ -92,10 +118,14 @@ def train_step(
     if aux_optimizer is not None:
         aux_optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = model(x, guidance)
+        out = model(x, guidance, cmap, box) if cmap is not None else model(x, guidance)
     if bf16:
         out = {k: _to_float32(v) for k, v in out.items()}
-    losses = criterion(out, x, text_mask)
+    if isinstance(criterion, GuidanceTargetLoss):
+        extra = {"guidance": guidance, "cmap": cmap, "box": box}
+        losses = criterion(out, x, text_mask, extra)
+    else:
+        losses = criterion(out, x, text_mask)
     total = losses["loss"]
     if aux_optimizer is not None:
         losses["aux_loss"] = unwrap(model).aux_loss()

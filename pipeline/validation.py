@@ -1,0 +1,101 @@
+"""Stage-2 validation during training: text-spotting F1 on a fixed subset of the val shards.
+
+Every ``train.val_every`` steps rank 0 runs the current model on the first
+``train.val_images`` samples of the val split (same latents for both outputs: the backbone's
+``x_base`` and the fused ``x_hat``, eval mode, so the rate is what the codec would spend),
+spots words with RapidOCR and scores them against the sample's sent words (``ocr.json``,
+filtered with T_test). MLflow then shows the learning curve of what stage 2 is for:
+``val.det_f1`` / ``val.e2e_f1`` against ``val.base_det_f1`` / ``val.base_e2e_f1``, plus
+``val.psnr`` / ``val.base_psnr``. Ground truth here is the sent words only (unsent large
+words count as false positives for both outputs alike); the evaluation job scores against the
+full annotations.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import torch
+
+
+def _read_samples(urls: list[str], limit: int) -> list[dict]:
+    """The first ``limit`` samples (field dicts) of the shards, in shard order."""
+    import fsspec
+
+    out: list[dict] = []
+    for url in urls:
+        with fsspec.open(url, "rb") as f, tarfile.open(fileobj=io.BytesIO(f.read())) as tar:
+            current: dict = {}
+            for member in tar.getmembers():
+                if not member.isfile():
+                    continue
+                key, _, field = member.name.partition(".")
+                if current and current["__key__"] != key:
+                    out.append(current)
+                    current = {}
+                current["__key__"] = key
+                current[field] = tar.extractfile(member).read()
+            if current:
+                out.append(current)
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+class Validator:
+    """Fixed validation subset, prepared once (images, guidance, colour maps, sent words)."""
+
+    def __init__(self, urls: list[str], n_images: int, with_colour: bool):
+        from pipeline.loader import decode_sample
+
+        self.items = []
+        for sample in _read_samples(urls, n_images):
+            image, guidance, words = decode_sample(sample)
+            item = {
+                "x": torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0,
+                "g": torch.from_numpy(guidance)[None, None].float() / 255.0,
+                "words": words,
+                "image": image.copy(),
+            }
+            if with_colour:
+                from textboost.colours import colour_guidance, word_colours
+
+                cmap, box = colour_guidance(guidance, words, word_colours(image, words))
+                item["cmap"] = torch.from_numpy(cmap).permute(2, 0, 1)[None].float() / 255.0
+                item["box"] = torch.from_numpy(box)[None, None].float()
+            self.items.append(item)
+
+    def run(self, model) -> dict[str, float]:
+        """F1 and PSNR of fused and backbone outputs on the subset (model left in train mode)."""
+        from PIL import Image
+
+        from textboost.f1 import SpottingCounts, match_image
+        from textboost.metrics import psnr
+        from textboost.spotting import get_spotter
+
+        spotter = get_spotter()
+        prefixes = {"x_hat": "val.", "x_base": "val.base_"}
+        counts = dict.fromkeys(prefixes, SpottingCounts())
+        psnrs: dict[str, list[float]] = {k: [] for k in prefixes}
+        was_training = model.training
+        model.eval()
+        try:
+            for item in self.items:
+                with torch.no_grad():
+                    out = model(item["x"], item["g"], item.get("cmap"), item.get("box"))
+                for key in prefixes:
+                    arr = out[key][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
+                    recon = Image.fromarray(np.ascontiguousarray(arr.numpy()))
+                    counts[key] = counts[key] + match_image(item["words"], spotter.spot(recon))
+                    psnrs[key].append(psnr(item["image"], np.asarray(recon)))
+        finally:
+            model.train(was_training)
+        metrics = {}
+        for key, prefix in prefixes.items():
+            s = counts[key].scores()
+            metrics[f"{prefix}det_f1"] = s["det_f1"]
+            metrics[f"{prefix}e2e_f1"] = s["e2e_f1"]
+            metrics[f"{prefix}psnr"] = float(np.mean(psnrs[key])) if psnrs[key] else 0.0
+        return metrics
