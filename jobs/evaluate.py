@@ -3,8 +3,9 @@ F1 and baselines (paper 5.1.3), written to ``eval.out`` and logged to MLflow.
 
 Config section ``eval``: ``models`` (checkpoint paths or MLflow model URIs; several lambdas give a
 curve), ``dataset`` (synthetic | textocr | icdar2015 | folder), ``limit``, ``baselines``
-(jpeg, webp, backbone), ``ocr``, ``out``, ``crops``, ``lpips``, ``track``, ``register``; the
-side-info filter threshold is ``data.filter.t_test``. Prints the results table.
+(jpeg, webp, backbone, avif, avif_min, avif_half), ``ocr``, ``out``, ``crops``, ``lpips``,
+``track``, ``register``; the side-info filter threshold is ``data.filter.t_test``. Prints the
+results table.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ LABELS = {
     "backbone": "Backbone (no fusion)",
     "jpeg": "JPEG",
     "webp": "WebP",
+    "avif": "AVIF",
+    "avif_min": "AVIF (lowest quality)",
+    "avif_half": "AVIF (half size)",
     "original": "Original",
 }
 COLUMNS = (
@@ -78,6 +81,10 @@ def compressai_results(means: list[dict], method: str, models: list[str]) -> dic
         "backbone": "same latent strings decoded without the fusion block (no side info)",
         "jpeg": "Pillow JPEG at the TextBoost bpp of each image (quality search)",
         "webp": "Pillow WebP at the TextBoost bpp of each image (quality search)",
+        "avif": "Pillow AVIF (aom, speed 6) at the TextBoost bpp of each image (quality search)",
+        "avif_min": "Pillow AVIF (aom, speed 6) at its lowest quality (0): AVIF's rate floor",
+        "avif_half": "Pillow AVIF of the 2x LANCZOS-downscaled image at the TextBoost bpp "
+        "(bits over the full-size pixels), upscaled back with LANCZOS",
     }[method]
     return {"name": LABELS[method], "description": desc, "models": list(models), "results": results}
 

@@ -5,10 +5,12 @@ For every image of ``eval.dataset`` (validation split) and every model of ``eval
 ``data.filter.t_test``) and the image are encoded into a real ``.tbx`` container, which is
 decoded twice: with the fusion block (TextBoost, exactly ``textboost decompress``) and without
 it (the backbone: same stage-1 weights, same latent strings, no guidance; its rate is the
-container without side info). JPEG and WebP are encoded at the TextBoost bpp of the same
-image. Each reconstruction gets PSNR, MS-SSIM, LPIPS (when available) and RapidOCR word
-spotting, scored against the ground truth with the ICDAR 2015 protocol (``textboost.f1``);
-the originals are spotted too (the ceiling).
+container without side info). JPEG, WebP and AVIF are encoded at the TextBoost bpp of the same
+image; ``avif_min`` is AVIF at its lowest quality (its rate floor) and ``avif_half`` AVIF of the
+2x-downscaled image at the matched bpp (over the full-size pixels), upscaled back
+(``textboost.baselines``). Each reconstruction gets PSNR, MS-SSIM, LPIPS (when available) and
+RapidOCR word spotting, scored against the ground truth with the ICDAR 2015 protocol
+(``textboost.f1``); the originals are spotted too (the ceiling).
 
 Outputs under ``eval.out``: ``per_image.csv``, ``summary.csv`` (means; F1 global over the
 set), ``results/<method>.json`` (compressai's results schema plus ``det_f1``/``e2e_f1``),
@@ -32,7 +34,7 @@ from textboost.config import SourceConfig, TextBoostConfig
 from textboost.errors import TextBoostError
 from textboost.words import Word
 
-METHODS = ("textboost", "backbone", "jpeg", "webp")
+METHODS = ("textboost", "backbone", "jpeg", "webp", "avif", "avif_min", "avif_half")
 
 
 @dataclass
@@ -136,6 +138,22 @@ def _rate(
     }  # fmt: skip
 
 
+def baseline_rates(
+    image: Image.Image, methods, target_bpp: float
+) -> tuple[list[dict], dict[str, Image.Image], dict]:
+    """Rate fields, reconstructions and encodings (``baselines.MatchedEncoding``) of the Pillow
+    baselines among ``methods``, in ``baselines.IMAGE_BASELINES`` order, for ``target_bpp``."""
+    from textboost import baselines
+
+    rates, recon, encodings = [], {}, {}
+    for method in baselines.IMAGE_BASELINES:
+        if method in methods:
+            m, recon[method] = baselines.image_baseline(image, method, target_bpp)
+            encodings[method] = m
+            rates.append(_rate(method, m.bpp, m.bpp, 0.0, 0.0, m.quality))
+    return rates, recon, encodings
+
+
 def evaluate_sample(
     model, label: str, sample: Sample, cfg: TextBoostConfig, ctx: dict
 ) -> list[dict]:
@@ -160,11 +178,9 @@ def evaluate_sample(
         rates.append(
             _rate("backbone", b["bpp_total"], b["bpp_image"], b["bpp_side_info"], b["bpp_overhead"])
         )
-    for codec in ("jpeg", "webp"):
-        if codec in cfg.eval.baselines:
-            m = baselines.match_bpp(sample.image, codec, d["bpp_total"])
-            recon[codec] = baselines.decode(m.data)
-            rates.append(_rate(codec, m.bpp, m.bpp, 0.0, 0.0, m.quality))
+    coded, coded_recon, _ = baseline_rates(sample.image, cfg.eval.baselines, d["bpp_total"])
+    rates += coded
+    recon.update(coded_recon)
     rows = []
     for rate in rates:
         scores = _score(sample, recon[rate["method"]], ctx["lpips"], ctx["spotter"])
