@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textboost compress", description=__doc__.split("\n")[0])
     parser.add_argument("image", help="input image (path or fsspec URL)")
     parser.add_argument("-o", "--output", required=True, help="output .tbx container")
-    parser.add_argument("--model", required=True, help="checkpoint path/URL or MLflow model URI")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint path/URL, MLflow model URI or zoo:NAME"
+    )
     parser.add_argument("--ocr", default=None, help="'auto' (RapidOCR) or an annotation file")
     parser.add_argument(
         "--image-id", default=None, help="image id in a TextOCR JSON (default: file stem)"

@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("container", help="input .tbx file")
     parser.add_argument("-o", "--output", required=True, help="output image (PNG)")
-    parser.add_argument("--model", required=True, help="checkpoint path/URL or MLflow model URI")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint path/URL, MLflow model URI or zoo:NAME"
+    )
     args = parser.parse_args(argv)
 
     from textboost.checkpoint import load_checkpoint

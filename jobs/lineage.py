@@ -97,6 +97,7 @@ def trace(model_uri: str, tracking_uri: str) -> dict:
         "train_run": None,
         "shards": {"url": shards},
         "init_checkpoint": run_config["train"].get("init_checkpoint") or None,
+        "init_zoo": None,
     }
     if run is not None:
         tags = run.data.tags
@@ -108,6 +109,8 @@ def trace(model_uri: str, tracking_uri: str) -> dict:
             "manifest_sha256": tags.get(f"{TAG}manifest_sha256"),
             "git_commit": tags.get(f"{TAG}git_commit"),
         }
+    if (out["init_checkpoint"] or "").startswith("zoo:"):
+        out["init_zoo"] = _zoo_lineage(out["init_checkpoint"], run)
     try:
         manifest, sha = _manifest(shards)
     except (ShardError, OSError) as exc:
@@ -130,6 +133,21 @@ def trace(model_uri: str, tracking_uri: str) -> dict:
     return out
 
 
+def _zoo_lineage(init: str, run) -> dict:
+    """A ``zoo:NAME`` init checkpoint: the sha256 of the zoo file that the training run
+    recorded (tag ``textboost.init_zoo_sha256``) and of the zoo's file now (None: gone)."""
+    from textboost import zoo
+    from textboost.errors import ZooError
+
+    name = init[len("zoo:") :]
+    recorded = run.data.tags.get(f"{TAG}init_zoo_sha256") if run is not None else None
+    try:
+        now = zoo.sha256(name)
+    except (ZooError, OSError):
+        now = None
+    return {"name": name, "sha256": recorded, "sha256_now": now}
+
+
 def print_trace(t: dict) -> None:
     short = lambda h: (h or "?")[:12]  # noqa: E731
     m, ck = t["model"], t["checkpoint"]
@@ -149,6 +167,16 @@ def print_trace(t: dict) -> None:
     print(f"config   hash {short(t['config_hash'])}: {mc['backbone']} N={mc['N']} M={mc['M']}")
     if t["init_checkpoint"]:
         print(f"         initialised from {t['init_checkpoint']}")
+    z = t.get("init_zoo")
+    if z:
+        if z["sha256_now"] is None:
+            state = "not in this installation's zoo"
+        elif z["sha256"] is None:
+            state = "not recorded by the run"
+        else:
+            state = "matches" if z["sha256"] == z["sha256_now"] else "DIFFERS FROM"
+            state += f" this installation's zoo:{z['name']}"
+        print(f"         zoo file sha256 {short(z['sha256'])} ({state})")
     s = t["shards"]
     if "error" in s:
         print(f"shards   {s['url']}: {s['error']}")

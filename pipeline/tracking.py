@@ -393,6 +393,10 @@ def version_tags(summary: dict, label: str, run_id: str) -> dict:
             f"{TAG}source_checkpoint": meta["uri"],
         }
     )
+    if str(meta["uri"]).startswith("zoo:"):  # which zoo file (the name alone may be re-exported)
+        from textboost import zoo
+
+        tags[f"{TAG}zoo_sha256"] = zoo.sha256(meta["uri"][len("zoo:") :])
     return tags
 
 

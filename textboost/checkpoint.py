@@ -5,7 +5,9 @@ the state dict (including the entropy models' CDF buffers, refreshed by ``update
 before saving), the model config, the resolved run config, the training shards' manifest
 sha256, the training stage and the model identity that containers record. ``uri`` is a local
 path, any fsspec URL (``memory://``, ``s3://``) or an MLflow model URI (``models:/NAME@ALIAS``,
-``runs:/RUN_ID/PATH``): the artifacts are downloaded and the ``model.pt`` inside is loaded.
+``runs:/RUN_ID/PATH``): the artifacts are downloaded and the ``model.pt`` inside is loaded,
+or ``zoo:NAME``, a model shipped in the package (``textboost.zoo``). Floating-point tensors
+stored in fp16 or bf16 (zoo models) are loaded back as fp32.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ def save_checkpoint(
 def resolve_checkpoint(uri: str | os.PathLike) -> str:
     """Local path or fsspec URL of the ``model.pt`` that ``uri`` names."""
     uri = os.fspath(uri)
+    if uri.startswith("zoo:"):
+        from textboost import zoo
+
+        return zoo.resolve(uri)
     if uri.startswith(("models:/", "runs:/")):
         try:
             import mlflow
@@ -127,8 +133,13 @@ def load_checkpoint(uri: str | os.PathLike, map_location: str = "cpu") -> tuple[
     try:
         model_cfg = section_from_dict(ModelConfig, payload["model_config"])
         model = build_model(model_cfg)
-        model.load_state_dict(payload["state_dict"])
-    except (ConfigError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+        half = (torch.float16, torch.bfloat16)  # zoo files: fp16 weights, loaded as fp32
+        state = {
+            k: v.float() if isinstance(v, torch.Tensor) and v.dtype in half else v
+            for k, v in payload["state_dict"].items()
+        }
+        model.load_state_dict(state)
+    except (AttributeError, ConfigError, KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(
             f"{path}: weights do not fit the recorded model config: {exc}"
         ) from None

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "registry": ("jobs.registry", "list or promote registered models (MLflow)"),
     "pipeline": ("jobs.pipeline", "end to end: data, shards, stage 1, stage 2, evaluate, register"),
     "lineage": ("jobs.lineage", "registered model -> run -> config -> shards (and --rebuild)"),
+    "zoo": ("jobs.zoo", "models shipped in the package: list, show, export (zoo:NAME)"),
 }
 
 

@@ -35,3 +35,7 @@ class ShardError(TextBoostError):
 
 class CheckpointError(TextBoostError):
     """A checkpoint that cannot be loaded or does not match the requested model."""
+
+
+class ZooError(CheckpointError):
+    """Unknown model zoo name, a model without its card, or a model that cannot be shipped."""
