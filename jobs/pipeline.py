@@ -379,24 +379,35 @@ def _latest(cfg: TextBoostConfig, states: dict[str, dict], name: str) -> dict | 
 
 
 def results_table(summary: dict) -> str:
-    """bpp, PSNR, MS-SSIM and DET / E2E F1 per method (mean over the evaluated images)."""
-    labels = {"textboost": "TextBoost", "backbone": "Backbone", "jpeg": "JPEG", "webp": "WebP"}
-    labels |= {"avif": "AVIF", "avif_min": "AVIF (lowest quality)", "avif_half": "AVIF (half size)"}
+    """bpp, PSNR, MS-SSIM and DET / E2E F1 per model and method (means over the images)."""
+    labels = {"textboost": "TextBoost", "backbone": "Backbone", "overlay": "Overlay (no learning)"}
+    labels |= {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
+    labels |= {"avif_min": "AVIF (lowest quality)", "avif_half": "AVIF (half size)"}
     labels["original"] = "Original (F1 ceiling)"
     rows = [m for m in summary["means"] if m["method"] in labels]
-    rows.sort(key=lambda m: list(labels).index(m["method"]))
+    models = list(summary.get("models") or [])
+    order = lambda m: (  # noqa: E731
+        m["method"] == "original",
+        models.index(m.get("model")) if m.get("model") in models else 0,
+        list(labels).index(m["method"]),
+    )
+    rows.sort(key=order)
+    several = len(models) > 1
+    head = f"{'model':<18}" if several else ""
     lines = [
         f"\nresults: {summary['images']} images, {summary.get('out', '')}",
-        f"{'method':<22}{'bpp':>9}{'PSNR':>8}{'MS-SSIM':>9}{'DET F1':>8}{'E2E F1':>8}",
+        head + f"{'method':<22}{'bpp':>9}{'PSNR':>8}{'MS-SSIM':>9}{'DET F1':>8}{'E2E F1':>8}",
     ]
     for m in rows:
+        model = "" if m["method"] == "original" else str(m.get("model", ""))
         if m["method"] == "original":  # only spotting is meaningful on the uncompressed images
             m = {"method": "original", "det_f1": m.get("det_f1"), "e2e_f1": m.get("e2e_f1")}
         cells = [
             _fmt(m.get("bpp"), 9, 4), _fmt(m.get("psnr"), 8, 2), _fmt(m.get("ms_ssim"), 9, 4),
             _fmt(m.get("det_f1"), 8, 3), _fmt(m.get("e2e_f1"), 8, 3),
         ]  # fmt: skip
-        lines.append(f"{labels[m['method']]:<22}" + "".join(cells))
+        prefix = f"{model:<18}" if several else ""
+        lines.append(prefix + f"{labels[m['method']]:<22}" + "".join(cells))
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 LABELS = {
     "textboost": "TextBoost",
     "backbone": "Backbone (no fusion)",
+    "overlay": "Overlay (side info, no learning)",
     "jpeg": "JPEG",
     "webp": "WebP",
     "avif": "AVIF",
@@ -79,6 +80,8 @@ def compressai_results(means: list[dict], method: str, models: list[str]) -> dic
     desc = {
         "textboost": "TextBoost: backbone + OCR-guided fusion block; bpp includes side info",
         "backbone": "same latent strings decoded without the fusion block (no side info)",
+        "overlay": "same container: backbone output with each sent word's box filled with its "
+        "background colour and the guidance glyphs drawn in its text colour (no learning)",
         "jpeg": "Pillow JPEG at the TextBoost bpp of each image (quality search)",
         "webp": "Pillow WebP at the TextBoost bpp of each image (quality search)",
         "avif": "Pillow AVIF (aom, speed 6) at the TextBoost bpp of each image (quality search)",

@@ -34,7 +34,7 @@ from textboost.config import SourceConfig, TextBoostConfig
 from textboost.errors import TextBoostError
 from textboost.words import Word
 
-METHODS = ("textboost", "backbone", "jpeg", "webp", "avif", "avif_min", "avif_half")
+METHODS = ("textboost", "backbone", "overlay", "jpeg", "webp", "avif", "avif_min", "avif_half")
 
 
 @dataclass
@@ -154,6 +154,24 @@ def baseline_rates(
     return rates, recon, encodings
 
 
+def overlay_image(model, data: bytes) -> Image.Image:
+    """The no-learning baseline of a colour container: the backbone's decoding with each sent
+    word's box filled with its background colour and the guidance glyphs drawn in its text
+    colour (``textboost.colours.overlay``): what the side info gives without the fusion block."""
+    import numpy as np
+
+    from textboost import baselines, colours, container
+    from textboost.codec import decode_words
+    from textboost.guidance import render_guidance
+
+    c = container.unpack(data)
+    words = decode_words(c)
+    base = np.asarray(baselines.decode_backbone(model, data))
+    g = render_guidance(words, c.height, c.width)
+    cmap, box = colours.colour_guidance(g, words, colours.unpack(c.colours, len(words)))
+    return Image.fromarray(colours.overlay(base, cmap, box))
+
+
 def evaluate_sample(
     model, label: str, sample: Sample, cfg: TextBoostConfig, ctx: dict
 ) -> list[dict]:
@@ -178,6 +196,11 @@ def evaluate_sample(
         rates.append(
             _rate("backbone", b["bpp_total"], b["bpp_image"], b["bpp_side_info"], b["bpp_overhead"])
         )
+    if "overlay" in cfg.eval.baselines and model.needs_colour:
+        recon["overlay"] = overlay_image(model, data)
+        rates.append(  # the same container: same bits, no learned fusion
+            _rate("overlay", d["bpp_total"], d["bpp_image"], d["bpp_side_info"], d["bpp_overhead"])
+        )
     coded, coded_recon, _ = baseline_rates(sample.image, cfg.eval.baselines, d["bpp_total"])
     rates += coded
     recon.update(coded_recon)
@@ -201,8 +224,10 @@ def _stage_dir(out: str) -> tuple[str, bool]:
     return local, False
 
 
-def model_label(index: int, meta: dict) -> str:
-    """``m<index>`` plus the training lambda when the checkpoint records it."""
+def model_label(index: int, meta: dict, uri: str = "") -> str:
+    """``m<index>`` plus the zoo name, or the training lambda when the checkpoint records it."""
+    if uri.startswith("zoo:"):
+        return f"m{index}-{uri[4:]}"
     lmbda = ((meta.get("run_config") or {}).get("train") or {}).get("lmbda")
     return f"m{index}" + (f"-lambda{lmbda:g}" if isinstance(lmbda, int | float) else "")
 
@@ -227,7 +252,7 @@ def evaluate(cfg: TextBoostConfig, out_dir: str) -> dict:
     timings, labels, crops, model_meta = [], [], [], {}
     for i, uri in enumerate(cfg.eval.models):
         model, meta = load_checkpoint(uri)
-        label = model_label(i, meta)
+        label = model_label(i, meta, uri)
         labels.append(label)
         keep = ("model_identity", "stage", "manifest_sha256", "run_config")
         model_meta[label] = {"uri": uri, **{k: meta.get(k) for k in keep}}

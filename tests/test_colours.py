@@ -15,7 +15,7 @@ from textboost.codec import decode_container, encode_image, fusion_inputs
 from textboost.config import ModelConfig
 from textboost.errors import ContainerError
 from textboost.losses import GuidanceTargetLoss, legibility_weight
-from textboost.model import build_model, identity_config
+from textboost.model import build_model
 from textboost.stages import prepare_stage, train_step, with_fusion
 from textboost.words import Word
 
@@ -149,11 +149,3 @@ def test_stage2_swaps_in_the_colour_block_on_the_same_backbone_and_trains_only_i
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("fusion_block.") for k in changed)
-
-
-def test_identity_of_paper_models_ignores_the_colour_fields():
-    cfg = ModelConfig(backbone="hyperprior", N=8, M=8)
-    assert "fusion" not in identity_config(cfg) and "fusion_width" not in identity_config(cfg)
-    assert identity_config(ModelConfig(backbone="hyperprior", N=8, M=8, fusion="colour"))[
-        "fusion"
-    ] == ("colour")

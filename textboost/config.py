@@ -22,6 +22,8 @@ from textboost.errors import ConfigError
 SOURCE_KINDS = ("synthetic", "textocr", "icdar2015", "imagenet", "folder")
 BACKBONES = ("elic", "hyperprior")
 FUSIONS = ("paper", "colour")
+# overlay: the no-learning use of a colour container's side info (colour models only)
+BASELINES = ("jpeg", "webp", "backbone", "overlay", "avif", "avif_min", "avif_half")
 FUSION_KEYS = ("fusion", "fusion_channels", "fusion_gated", "fusion_gate_radius", "fusion_width")
 
 
@@ -207,9 +209,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         for b in self.baselines:
-            _check_choice(
-                "eval.baselines[]", b, ("jpeg", "webp", "backbone", "avif", "avif_min", "avif_half")
-            )
+            _check_choice("eval.baselines[]", b, BASELINES)
         _check_choice("eval.ocr", self.ocr, ("annotations", "auto"))
         if self.limit < 0 or self.crops < 0:
             raise ConfigError("eval.limit and eval.crops must be >= 0")

@@ -222,7 +222,7 @@ class TextBoost(CompressionModel):
         if self._identity_cache is not None and self._identity_cache[0] == key:
             return self._identity_cache[1]
         h = hashlib.sha256()
-        h.update(json.dumps(identity_config(self.model_cfg), sort_keys=True).encode())
+        h.update(json.dumps(to_dict(self.model_cfg), sort_keys=True).encode())
         for name, p in sorted(self.named_parameters()):
             t = p.detach().cpu().contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -245,16 +245,6 @@ class TextBoost(CompressionModel):
     def mark_updated(self) -> None:
         """Record that the current CDF tables match the current weights (after loading)."""
         self._updated_key = self._version_key()
-
-
-def identity_config(model_cfg: ModelConfig) -> dict:
-    """The model config as hashed into ``identity()``: the colour-fusion fields are left out
-    for the paper block, so models and containers made before they existed keep their id."""
-    d = to_dict(model_cfg)
-    if d.get("fusion") == "paper":
-        d.pop("fusion", None)
-        d.pop("fusion_width", None)
-    return d
 
 
 def build_model(model_cfg: ModelConfig) -> TextBoost:
