@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv quickstart test lint format clean
+.PHONY: venv assets quickstart test lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,13 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-quickstart: venv
+# Photos and fonts for training and validation (Debian packages + wheels, see textboost/assets.py)
+assets/.complete: $(VENV)/.installed textboost/assets.py
+	$(PY) -m textboost.assets
+
+assets: assets/.complete
+
+quickstart: venv assets
 	$(VENV)/bin/textboost pipeline configs/quickstart.yaml
 
 test: venv

@@ -173,11 +173,13 @@ def _initial_model(args: dict, tcfg: TrainConfig):
 
         mlflow.set_tracking_uri(args["tracking_uri"])  # for runs:/ and models:/ URIs
         model, _ = load_checkpoint(tcfg.init_checkpoint)
-        if tcfg.stage == 2:  # stage 2 may train another fusion block on the same backbone
-            from textboost.stages import with_fusion
+        from textboost.stages import with_fusion
 
-            torch.manual_seed(args["cfg"]["seed"])  # same fresh block on every rank
+        torch.manual_seed(args["cfg"]["seed"])  # the same fresh block (if any) on every rank
+        try:  # another fusion block on the same backbone: a new block, the backbone's weights
             model = with_fusion(model, section_from_dict(ModelConfig, args["cfg"]["model"]))
+        except ValueError as exc:
+            raise ConfigError(f"train.init_checkpoint {tcfg.init_checkpoint}: {exc}") from None
         return model, None
     torch.manual_seed(args["cfg"]["seed"])  # same initial weights on every rank
     return build_model(section_from_dict(ModelConfig, args["cfg"]["model"])), None

@@ -133,7 +133,7 @@ def test_stage2_swaps_in_the_colour_block_on_the_same_backbone_and_trains_only_i
     assert model.needs_colour
     for (k, a), b in zip(paper.backbone.state_dict().items(), model.backbone.state_dict().values()):
         assert torch.equal(a, b), k
-    with pytest.raises(ValueError, match="only change the fusion block"):
+    with pytest.raises(ValueError, match="only change the fusion block of a checkpoint"):
         with_fusion(paper, ModelConfig(backbone="hyperprior", N=8, M=16, fusion="colour"))
     with pytest.raises(ValueError, match="needs model.fusion=colour"):
         prepare_stage(paper, 2, 1e-3, 1e-3, 0.001, 10.0, "guidance")

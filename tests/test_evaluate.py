@@ -176,3 +176,33 @@ def test_bad_inputs_raise_clear_errors(data):
         run_evaluation(_cfg(data, str(data["root"] / "x"), "eval.models=[/nonexistent/model.pt]"))
     with pytest.raises(ConfigError, match="eval.baselines"):
         _cfg(data, "x", "eval.baselines=[vtm]")
+
+
+def test_colour_model_gets_an_overlay_row_at_the_same_bits(data):
+    """A colour-fusion model: the overlay baseline decodes the same container (same bpp) and
+    differs from both the backbone and TextBoost; the colour bytes count in the side info."""
+    from pipeline.evaluation import run_evaluation
+    from textboost.checkpoint import save_checkpoint
+    from textboost.config import ModelConfig
+    from textboost.model import build_model
+
+    torch.manual_seed(3)
+    mc = ModelConfig(backbone="hyperprior", N=16, M=24, fusion="colour")
+    model = build_model(mc)
+    torch.nn.init.normal_(model.fusion_block.head.weight, std=0.3)
+    save_checkpoint(data["root"] / "colour.pt", model, mc)
+    out = data["root"] / "out_colour"
+    summary = run_evaluation(
+        _cfg(
+            data, str(out), f"eval.models=[{data['root'] / 'colour.pt'}]",
+            "eval.baselines=[backbone,overlay]",
+        )
+    )  # fmt: skip
+    assert summary["methods"] == ["textboost", "backbone", "overlay"]
+    rows = [r for r in _rows(out / "per_image.csv") if r["method"] != "original"]
+    by = {(r["key"], r["method"]): r for r in rows}
+    for key in {r["key"] for r in rows}:
+        tb, ov, bb = by[(key, "textboost")], by[(key, "overlay")], by[(key, "backbone")]
+        assert ov["bpp"] == tb["bpp"] and float(tb["bpp"]) > float(bb["bpp"])
+        assert float(tb["bpp_side_info"]) > 0
+        assert ov["psnr"] != bb["psnr"] and ov["psnr"] != tb["psnr"]

@@ -210,6 +210,8 @@ def test_stage_overrides_are_checked_before_anything_runs(tmp_path: Path) -> Non
         pipeline.main([str(config), "pipeline.stage2=[train.lrr=1]"])
     with pytest.raises(ConfigError, match="may not change model"):
         pipeline.main([str(config), "pipeline.stage1=[model.N=16]"])
+    with pytest.raises(ConfigError, match="only the fusion block"):
+        pipeline.main([str(config), "pipeline.stage2=[model.fusion=colour,model.M=16]"])
     assert not (tmp_path / "pipeline" / "data.json").exists()
 
 

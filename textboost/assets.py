@@ -16,6 +16,8 @@ Only these sources are used (DEVELOPERS.md), so held-out checks stay clean:
     assets/photos/heldout/   photos never used in training (validation backgrounds, text-free set)
     assets/fonts/train/      Noto Sans/Serif, Roboto (+ DejaVu from the system, + Pillow's font)
     assets/fonts/heldout/    Lato, Open Sans, Carlito, Caladea (validation text only)
+    assets/valset/           the validation set: 48 synthetic scene-text images (768-1024 px,
+                             TextOCR layout) over held-out photos, in held-out fonts
 
 The split is fixed by file name (``HELDOUT_PHOTOS``), so every machine holds out the same
 photos. Rerunning is a no-op when ``assets/.complete`` exists.
@@ -162,10 +164,27 @@ def install(root: Path = ASSET_ROOT, quiet: bool = False) -> Path:
     counts = {k: sum(1 for _ in d.iterdir()) for k, d in dirs.items()}
     if min(counts.values()) == 0:
         raise AssetError(f"asset install incomplete under {root}: {counts}")
+    write_valset(root)
     (root / ".complete").write_text(repr(counts) + "\n")
     if not quiet:
         print(f"  assets: {counts} under {root}", flush=True)
     return root
+
+
+VALSET = {"images": 48, "seed": 20261201, "max_side": 1024, "min_side": 768, "words": (10, 24)}
+
+
+def write_valset(root: Path = ASSET_ROOT) -> dict:
+    """The validation set (``root/valset``): held-out photos as backgrounds, held-out fonts,
+    so nothing in it was seen in training. Same bytes on every machine."""
+    from textboost.synth_sets import generate
+
+    return generate(
+        root / "valset", VALSET["images"], VALSET["seed"], fmt="textocr",
+        backgrounds=root / "photos/heldout", max_side=VALSET["max_side"],
+        min_side=VALSET["min_side"], words=VALSET["words"], split="val",
+        fonts=str(root / "fonts/heldout"),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

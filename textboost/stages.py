@@ -42,7 +42,11 @@ def with_fusion(model: TextBoost, model_cfg) -> TextBoost:
         return model
     other = sorted(k for k in new if k not in FUSION_KEYS and old.get(k) != new[k])
     if other:
-        raise ValueError(f"stage 2 may only change the fusion block, not model.{other}")
+        diff = ", ".join(f"model.{k}: {old.get(k)!r} -> {new[k]!r}" for k in other)
+        raise ValueError(
+            f"training may only change the fusion block of a checkpoint, not the backbone "
+            f"({diff}); set model.* to the checkpoint's values"
+        )
     out = build_model(model_cfg)
     out.backbone.load_state_dict(unwrap(model).backbone.state_dict())
     return out
