@@ -1,0 +1,96 @@
+"""``python -m jobs.zoo_ship CONFIG NAME``: ship a finished zoo pipeline run as ``zoo:NAME``.
+
+Reads ``<workdir>/pipeline/*.json`` of ``textboost pipeline CONFIG`` (stage 1, stage 2,
+evaluation), writes the model card (config, data, steps, wall time, and bpp / PSNR / MS-SSIM /
+DET / E2E F1 of TextBoost, its backbone, the overlay and the classic codecs on the evaluation
+set) and exports the stage-2 checkpoint into the package's zoo (fp16 weights,
+``textboost.zoo.export``). ``--base CONFIG`` names the pipeline whose stage 1 this one
+fine-tuned, so the card counts both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _stage(workdir: str, name: str) -> dict:
+    from pipeline.stage_state import StageState
+    from textboost.errors import TextBoostError
+
+    state = StageState.load(workdir, name).data
+    if state.get("status") != "done":
+        raise TextBoostError(f"{workdir}: stage {name} is not done; run the pipeline first")
+    return state
+
+
+def build_card(config: str, name: str, base: str | None = None) -> tuple[str, dict]:
+    """(stage-2 checkpoint URL, card) of a finished pipeline run."""
+    from textboost.config import load_config
+
+    cfg = load_config(config)
+    s1, s2, ev = (_stage(cfg.workdir, s) for s in ("stage1", "stage2", "evaluate"))
+    summary = ev["outputs"]["summary"]
+    label = summary["models"][0]
+    rows = {m["method"]: m for m in summary["means"] if m.get("model") in (label, "-", None)}
+    keys = ("bpp", "psnr", "ms_ssim", "det_f1", "e2e_f1")
+    tb = rows["textboost"]
+    steps1 = cfg.train.epochs * cfg.train.steps_per_epoch
+    wall = s1.get("wall_s", 0.0) + s2.get("wall_s", 0.0)
+    history = [f"stage 1: {steps1} steps x {cfg.train.num_workers} ranks x {cfg.train.batch_size} "
+               f"crops of {cfg.train.crop_size} px, lambda {cfg.train.lmbda}"]  # fmt: skip
+    if base:
+        bcfg = load_config(base)
+        b1 = _stage(bcfg.workdir, "stage1")
+        bsteps = bcfg.train.epochs * bcfg.train.steps_per_epoch
+        history.insert(0, f"base stage 1 ({base}): {bsteps} steps, lambda {bcfg.train.lmbda}")
+        steps1 += bsteps
+        wall += b1.get("wall_s", 0.0)
+    s2cfg = s2["outputs"].get("metrics", {})
+    card = {
+        "name": name,
+        **{k: tb.get(k) for k in keys},
+        "config": config,
+        "data": (
+            f"{cfg.data.synth.images} synthetic scene-text images ({cfg.data.synth.min_side}-"
+            f"{cfg.data.synth.max_side} px) over {cfg.data.synth.backgrounds} in "
+            f"{cfg.data.synth.fonts}; evaluation: {summary['images']} images of "
+            f"{cfg.eval.dataset.images} (held-out photos and fonts)"
+        ),
+        "steps": steps1,
+        "wall_time_s": round(wall, 1),
+        "description": (
+            f"{cfg.model.backbone} N={cfg.model.N} M={cfg.model.M} backbone + colour fusion "
+            "block (word colours in the side info, L_gc against the colour guidance)"
+        ),
+        "training": history + [f"stage 2: {s2cfg.get('step', '?')} steps (fusion block only)"],
+        "evaluation": {m: {k: rows[m].get(k) for k in keys} for m in rows if m != "textboost"},
+        "evaluated_images": summary["images"],
+        "trained_on": "2 CPU cores",
+    }
+    return s2["outputs"]["checkpoint"], card
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobs.zoo_ship", description=__doc__.splitlines()[0])
+    p.add_argument("config")
+    p.add_argument("name")
+    p.add_argument("--base", help="config of the pipeline whose stage 1 this one fine-tuned")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+
+    from textboost import zoo
+    from textboost.errors import TextBoostError
+
+    try:
+        checkpoint, card = build_card(args.config, args.name, args.base)
+        written = zoo.export(checkpoint, args.name, card, overwrite=args.overwrite)
+    except TextBoostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"zoo:{args.name}: {written['size_bytes'] / 1e6:.1f} MB, bpp {written['bpp']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
