@@ -82,7 +82,8 @@ def load_samples(cfg: TextBoostConfig) -> tuple[list[Sample], list[dict], str]:
     from pipeline.sources import fingerprint, list_source
     from textboost.filtering import filter_words
 
-    spec = sample_spec(cfg, "val")  # T_test, as the val shards
+    spec = sample_spec(cfg, "val")  # T_test, as the val shards (or eval.t_test)
+    threshold = cfg.eval.t_test if cfg.eval.t_test > 0 else spec.threshold
     refs = list_source(eval_source(cfg), "val", cfg.data.synth)
     samples, rejects = [], []
     for ref in refs:
@@ -94,7 +95,7 @@ def load_samples(cfg: TextBoostConfig) -> tuple[list[Sample], list[dict], str]:
                 side = gt or []
             else:
                 side = ocr_words(image)
-            kept, _ = filter_words(side, spec.threshold)
+            kept, _ = filter_words(side, threshold)
         except (TextBoostError, FileNotFoundError) as exc:
             rejects.append({"key": ref.key, "reason": f"{type(exc).__name__}: {exc}"})
             continue

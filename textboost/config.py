@@ -2,7 +2,9 @@
 
 YAML files and ``key=value`` overrides are merged into the structured schema below; unknown
 keys and wrong types fail early with the dotted key path and the allowed keys. Each part of
-the pipeline receives only its own section.
+the pipeline receives only its own section. Every numeric value is checked in one place, the
+sections' ``__post_init__`` (run by ``load_config``, before Ray or MLflow start): finite and
+in range, with the dotted key and the allowed range in the message.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -25,6 +29,9 @@ FUSIONS = ("paper", "colour")
 # overlay: the no-learning use of a colour container's side info (colour models only)
 BASELINES = ("jpeg", "webp", "backbone", "overlay", "avif", "avif_min", "avif_half")
 FUSION_KEYS = ("fusion", "fusion_channels", "fusion_gated", "fusion_gate_radius", "fusion_width")
+MAX_IMAGE_SIDE = 1 << 15  # as textboost.container.MAX_SIDE
+MAX_SYNTH_WORDS = 4096
+MAX_CHANNELS = 4096
 
 
 @dataclass
@@ -46,8 +53,16 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         _check_choice("data.synth.format", self.format, ("textocr", "icdar2015"))
+        _check_range("data.synth.images", self.images, 1)
+        _check_range("data.synth.seed", self.seed, 0)
+        _check_range("data.synth.max_side", self.max_side, 64, MAX_IMAGE_SIDE)
         if not 64 <= self.min_side <= self.max_side:
-            raise ConfigError("data.synth: need 64 <= min_side <= max_side")
+            raise ConfigError(
+                f"data.synth.min_side={self.min_side!r} is out of range: allowed "
+                f"64..data.synth.max_side ({self.max_side})"
+            )
+        _check_range("data.synth.words_min", self.words_min, 0)
+        _check_range("data.synth.words_max", self.words_max, self.words_min, MAX_SYNTH_WORDS)
 
 
 @dataclass
@@ -63,6 +78,7 @@ class SourceConfig:
     def __post_init__(self) -> None:
         _check_choice("source.kind", self.kind, SOURCE_KINDS)
         _check_choice("source.ocr", self.ocr, ("annotations", "auto", "none"))
+        _check_range("source.limit", self.limit, 0)
 
 
 @dataclass
@@ -71,6 +87,10 @@ class FilterConfig:
 
     t_train: float = 150.0  # at training-crop resolution
     t_test: float = 800.0  # on full-resolution images
+
+    def __post_init__(self) -> None:
+        _check_range("data.filter.t_train", self.t_train, 0, exclusive_low=True)
+        _check_range("data.filter.t_test", self.t_test, 0, exclusive_low=True)
 
 
 @dataclass
@@ -102,12 +122,10 @@ class ShardsConfig:
         _check_choice("shards.executor", self.executor, ("ray", "local"))
         if self.jpeg_quality_for_png != 0:
             raise ConfigError("shards.jpeg_quality_for_png must be 0: shards keep original bytes")
-        if self.max_in_flight < 1 or self.cpus_per_task <= 0 or self.max_retries < 0:
-            raise ConfigError(
-                "shards: need max_in_flight >= 1, cpus_per_task > 0 and max_retries >= 0"
-            )
-        if self.samples_per_shard < 1:
-            raise ConfigError("shards.samples_per_shard must be >= 1")
+        _check_range("shards.max_in_flight", self.max_in_flight, 1)
+        _check_range("shards.cpus_per_task", self.cpus_per_task, 0, exclusive_low=True)
+        _check_range("shards.max_retries", self.max_retries, 0)
+        _check_range("shards.samples_per_shard", self.samples_per_shard, 1)
 
 
 @dataclass
@@ -131,18 +149,16 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_choice("model.backbone", self.backbone, BACKBONES)
-        if self.N < 1 or self.M < 1 or self.fusion_channels < 1:
-            raise ConfigError("model: N, M and fusion_channels must be >= 1")
+        for key in ("N", "M", "fusion_channels"):
+            _check_range(f"model.{key}", getattr(self, key), 1, MAX_CHANNELS)
         if self.backbone == "elic" and self.M <= 128:
             raise ConfigError(
                 "model.M must be > 128 for backbone=elic (channel groups 16,16,32,64,M-128); "
                 "use e.g. model.M=192, or backbone=hyperprior for tiny models"
             )
-        if self.fusion_gate_radius < 0:
-            raise ConfigError("model.fusion_gate_radius must be >= 0")
+        _check_range("model.fusion_gate_radius", self.fusion_gate_radius, 0, 255)
         _check_choice("model.fusion", self.fusion, FUSIONS)
-        if self.fusion_width < 1:
-            raise ConfigError("model.fusion_width must be >= 1")
+        _check_range("model.fusion_width", self.fusion_width, 1, MAX_CHANNELS)
 
 
 @dataclass
@@ -184,10 +200,29 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, (1, 2))
         _check_choice("train.gc_target", self.gc_target, ("original", "guidance"))
-        if not 0.0 <= self.text_crop_prob <= 1.0:
-            raise ConfigError("train.text_crop_prob must be in [0, 1]")
-        if self.val_every < 0 or self.val_images < 1:
-            raise ConfigError("train.val_every must be >= 0 and train.val_images >= 1")
+        _check_range("train.epochs", self.epochs, 1)
+        _check_range("train.steps_per_epoch", self.steps_per_epoch, 1)
+        _check_range("train.batch_size", self.batch_size, 1)
+        _check_range("train.crop_size", self.crop_size, 64, 4096)
+        if self.crop_size % 64:
+            raise ConfigError(
+                f"train.crop_size={self.crop_size!r} is out of range: allowed a multiple of 64 "
+                "(the backbones downsample by 64) in 64..4096"
+            )
+        for key in ("lr", "aux_lr", "lmbda"):
+            _check_range(f"train.{key}", getattr(self, key), 0, exclusive_low=True)
+        _check_range("train.alpha", self.alpha, 0)
+        _check_range("train.clip_max_norm", self.clip_max_norm, 0)  # 0: no clipping
+        _check_range("train.warmup_steps", self.warmup_steps, 0)
+        _check_range("train.num_workers", self.num_workers, 1)
+        _check_range("train.loader_workers", self.loader_workers, 0)
+        _check_range("train.checkpoint_every", self.checkpoint_every, 1)
+        _check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
+        _check_range("train.max_failures", self.max_failures, -1)  # -1: retry forever (Ray)
+        _check_range("train.fail_at_step", self.fail_at_step, -1)
+        _check_range("train.text_crop_prob", self.text_crop_prob, 0, 1)
+        _check_range("train.val_every", self.val_every, 0)
+        _check_range("train.val_images", self.val_images, 1)
         _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         _check_choice("train.amp", self.amp, ("none", "bf16"))
 
@@ -206,13 +241,16 @@ class EvalConfig:
     lpips: bool = True  # reported only when LPIPS backbone weights are available locally
     register: bool = True  # log evaluated checkpoints as pyfunc models, register, set aliases
     track: bool = True  # log the evaluation as an MLflow run (mlflow section)
+    # Side-info filter threshold at evaluation (average character area, px^2); 0 = the val
+    # split's data.filter.t_test. A large value sends every legible word.
+    t_test: float = 0.0
 
     def __post_init__(self) -> None:
         for b in self.baselines:
             _check_choice("eval.baselines[]", b, BASELINES)
         _check_choice("eval.ocr", self.ocr, ("annotations", "auto"))
-        if self.limit < 0 or self.crops < 0:
-            raise ConfigError("eval.limit and eval.crops must be >= 0")
+        _check_range("eval.limit", self.limit, 0)
+        _check_range("eval.crops", self.crops, 0)
         if self.register and not self.track:
             raise ConfigError("eval.register=true needs eval.track=true (models live in a run)")
 
@@ -225,11 +263,17 @@ class MlflowConfig:
     champion_metric: str = "e2e_f1"  # metric that must improve for the champion alias to move
     bpp_budget: float = 0.05  # compared at this bpp budget (mean bpp must not exceed it)
 
+    def __post_init__(self) -> None:
+        _check_range("mlflow.bpp_budget", self.bpp_budget, 0, exclusive_low=True)
+
 
 @dataclass
 class RayConfig:
     address: str = ""  # empty: RAY_ADDRESS if set, else an embedded local Ray
     num_cpus: int = 0  # embedded Ray only; 0 = all cores
+
+    def __post_init__(self) -> None:
+        _check_range("ray.num_cpus", self.num_cpus, 0)
 
 
 PIPELINE_STAGES = ("data", "shards", "stage1", "stage2", "evaluate", "register")
@@ -266,10 +310,33 @@ class TextBoostConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
+    def __post_init__(self) -> None:
+        _check_range("seed", self.seed, 0)
+
 
 def _check_choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def _check_range(
+    key: str, value: Any, low: float | None = None, high: float | None = None,
+    exclusive_low: bool = False,
+) -> None:  # fmt: skip
+    """``ConfigError`` unless ``value`` is a finite number in the range (named in the message)."""
+    if exclusive_low:
+        allowed = f"a finite number > {low:g}"
+    elif high is None:
+        allowed = f">= {low:g}"
+    else:
+        allowed = f"{low:g}..{high:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}={value!r} is not a number; allowed: {allowed}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} is not a finite number; allowed: {allowed}")
+    too_low = low is not None and (value <= low if exclusive_low else value < low)
+    if too_low or (high is not None and value > high):
+        raise ConfigError(f"{key}={value!r} is out of range; allowed: {allowed}")
 
 
 def _allowed_keys(schema: DictConfig, dotted: str) -> list[str]:
@@ -292,6 +359,41 @@ def _explain(exc: OmegaConfBaseException, schema: DictConfig, origin: str) -> Co
     return ConfigError(f"{origin}: invalid value for '{key}': {msg}")
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """One line from a PyYAML error: the problem and where it is."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    """A YAML config file as a ``DictConfig``; unreadable, non-UTF-8, invalid YAML (syntax,
+    duplicate keys) or a top level that is not a mapping raise ``ConfigError``."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        top = yaml.safe_load(text)  # the kind of the top level (OmegaConf asserts on scalars)
+        if top is None:  # an empty file
+            return OmegaConf.create({})
+        if not isinstance(top, dict):
+            kind = "list" if isinstance(top, list) else f"single value ({type(top).__name__})"
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of sections (workdir:, data:, "
+                f"train:, ...), not a {kind}"
+            )
+        return OmegaConf.create(text)  # OmegaConf's own loader: also refuses duplicate keys
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> TextBoostConfig:
@@ -303,12 +405,16 @@ def load_config(
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file {path} does not exist")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            merged = OmegaConf.merge(merged, _read_yaml(path))
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise ConfigError(f"overrides must look like key=value, got {bad}")
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+            try:
+                dotlist = OmegaConf.from_dotlist(list(overrides))
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"overrides {list(overrides)}: {_yaml_problem(exc)}") from None
+            merged = OmegaConf.merge(merged, dotlist)
         OmegaConf.resolve(merged)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
