@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv assets quickstart test lint format clean
+.PHONY: venv assets quickstart zoo test lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ assets: assets/.complete
 
 quickstart: venv assets
 	$(VENV)/bin/textboost pipeline configs/quickstart.yaml
+
+# The shipped zoo models, retrained from their committed configs (hours on 2 CPU cores; each
+# pipeline resumes where it stopped), then shipped into textboost/zoo/weights with their cards.
+zoo: venv assets
+	$(VENV)/bin/textboost pipeline configs/zoo/hp-mid.yaml
+	$(VENV)/bin/textboost pipeline configs/zoo/hp-low.yaml
+	$(VENV)/bin/textboost pipeline configs/zoo/hp-high.yaml
+	$(PY) -m jobs.zoo_ship configs/zoo/hp-mid.yaml hp-mid --overwrite
+	$(PY) -m jobs.zoo_ship configs/zoo/hp-low.yaml hp-low --base configs/zoo/hp-mid.yaml --overwrite
+	$(PY) -m jobs.zoo_ship configs/zoo/hp-high.yaml hp-high --base configs/zoo/hp-mid.yaml --overwrite
 
 test: venv
 	$(VENV)/bin/pytest -q
