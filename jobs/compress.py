@@ -11,22 +11,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from textboost.errors import ImageError
+from jobs.common import positive_int, refuse_same_file, write_output
+from textboost.container import MAX_PIXELS
 from textboost.words import Word
 
 
-def load_image(path: str):
-    """Open an image file as RGB (``ImageError`` if it cannot be decoded)."""
-    import fsspec
-    from PIL import Image, UnidentifiedImageError
+def load_image(path: str, max_pixels: int = MAX_PIXELS):
+    """Open an image file as 8-bit RGB (``ImageError`` if it cannot be decoded, is above
+    ``max_pixels`` by its header, or has a bit depth without a defined range)."""
+    from textboost.codec import open_image
 
-    try:
-        with fsspec.open(path, "rb") as f:
-            image = Image.open(f)
-            image.load()
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from None
-    return image.convert("RGB")
+    return open_image(path, max_pixels)
 
 
 def ocr_words(image, ocr: str | None, image_id: str | None) -> list[Word]:
@@ -57,21 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--t", type=float, default=800.0, help="average-character-area threshold")
     parser.add_argument("--side-info-format", default="compact", choices=["compact", "gzip"])
+    parser.add_argument(
+        "--max-pixels", type=positive_int, default=MAX_PIXELS,
+        help=f"refuse larger images, checked from the header (default {MAX_PIXELS}; "
+        "decompress has the same limit)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    for source in (args.image, args.model, args.ocr):
+        if source and source != "auto":
+            refuse_same_file(source, args.output)
 
     from textboost.checkpoint import load_checkpoint
     from textboost.codec import encode_image
     from textboost.container import describe
     from textboost.filtering import filter_words
 
-    image = load_image(args.image)
+    image = load_image(args.image, args.max_pixels)
     image_id = args.image_id or Path(args.image).stem
     words = ocr_words(image, args.ocr, image_id)
     kept, dropped = filter_words(words, args.t)
     model, _ = load_checkpoint(args.model)
-    data = encode_image(model, image, kept, args.side_info_format)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_bytes(data)
+    data = encode_image(model, image, kept, args.side_info_format, args.max_pixels)
+    write_output(args.output, data, "container")
     d = describe(data)
     print(
         f"{args.output}: {d['total_bytes']} bytes, {d['width']}x{d['height']}, "

@@ -74,8 +74,10 @@ def trace(model_uri: str, tracking_uri: str) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
+    from pipeline.tracking import check_tracking_uri
     from textboost.checkpoint import load_checkpoint
 
+    check_tracking_uri(tracking_uri, must_exist=True)  # before any client: fails in seconds
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
@@ -210,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         uri = load_config(args.config).mlflow.tracking_uri
     if not uri:
         raise ConfigError("give --tracking-uri, --config or MLFLOW_TRACKING_URI")
+    from pipeline.tracking import check_tracking_uri
+
+    check_tracking_uri(uri, must_exist=True)  # before torch and MLflow clients load
     t = trace(args.model_uri, uri)
     if args.rebuild:
         t["rebuild"] = rebuild(t, args.into or None)

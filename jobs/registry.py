@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline import tracking
 
-    tracking.setup_mlflow(cfg.mlflow)
+    tracking.connect_read_only(cfg.mlflow)  # an existing store: a mistyped path creates nothing
     if args.action == "list":
         rows = tracking.list_versions(cfg.mlflow)
         if args.json:

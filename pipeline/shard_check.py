@@ -1,5 +1,6 @@
 """Checking shards: ``verify_shards`` (hashes, sizes, counts, fields against markers and
-manifest) and ``rebuild_check`` (regenerate from the manifest, compare byte for byte).
+manifest) and ``rebuild_check`` (regenerate every shard from the manifest into an empty
+scratch folder, compare sha256 of stored and rebuilt bytes and the manifest's: never sizes).
 """
 
 from __future__ import annotations
@@ -133,6 +134,57 @@ def config_from_manifest(
         os.unlink(f.name)
 
 
+def file_sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """sha256 of a file, streamed (a shard can be large)."""
+    sha = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _compare(
+    fs: fsspec.AbstractFileSystem, path: str, sfs: fsspec.AbstractFileSystem, spath: str,
+    recorded: dict,
+) -> str:  # fmt: skip
+    """'' when the shard, its rebuild and the manifest agree by sha256 (never by size
+    alone), else why not."""
+    try:
+        stored = file_sha256(fs, path)
+    except FileNotFoundError:
+        return "shard file is missing"
+    rebuilt = file_sha256(sfs, spath)
+    if stored != rebuilt:
+        return f"rebuilt bytes differ (sha256 {stored[:12]} stored, {rebuilt[:12]} rebuilt)"
+    if stored != recorded["sha256"]:
+        return f"sha256 {stored[:12]} differs from the manifest's {recorded['sha256'][:12]}"
+    return ""
+
+
+def _check_scratch(fs: fsspec.AbstractFileSystem, root: str, into: str) -> None:
+    """A rebuild must regenerate every shard: ``into`` may be neither the shard folder (nor
+    inside it) nor a folder that already holds shards (the builder would resume, skip them
+    and compare the old files)."""
+    from textboost.errors import ShardError
+
+    sfs, sroot = filesystem(into)
+    same_fs = type(sfs) is type(fs)
+    if same_fs and (sroot == root or sroot.startswith(root + "/")):
+        raise ShardError(
+            f"--into {into} is the shard folder itself (or inside it); give an empty scratch "
+            "folder: a rebuild must regenerate every shard"
+        )
+    if sfs.exists(sroot):
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in sfs.ls(sroot, detail=False)]
+        held = sorted(n for n in names if n == MANIFEST or n.split("-", 1)[0] in SPLITS)
+        if held:
+            raise ShardError(
+                f"--into {into} already holds shards ({', '.join(held[:3])}"
+                f"{', ...' if len(held) > 3 else ''}); give an empty folder: a rebuild must "
+                "regenerate every shard, not resume"
+            )
+
+
 def rebuild_check(
     url: str, splits: list[str] | None = None, only: set[int] | None = None,
     overrides: list[str] | None = None, into: str | None = None,
@@ -145,6 +197,8 @@ def rebuild_check(
     manifest = read_manifest(url)
     fs, root = filesystem(folder_of(url))
     report: dict = {"url": url, "compared": 0, "errors": [], "notes": []}
+    if into is not None:
+        _check_scratch(fs, root, into)
     scratch = into or tempfile.mkdtemp(prefix="textboost-rebuild-")
     sfs, sroot = filesystem(scratch)
     try:
@@ -171,11 +225,9 @@ def rebuild_check(
                 if new is None or (only is not None and new["shard"] not in only):
                     continue
                 report["compared"] += 1
-                same = fs.cat_file(f"{root}/{old['name']}") == sfs.cat_file(
-                    f"{sroot}/{new['name']}"
-                )
-                if not same or new["sha256"] != old["sha256"]:
-                    report["errors"].append(f"{old['name']}: rebuilt bytes differ")
+                error = _compare(fs, f"{root}/{old['name']}", sfs, f"{sroot}/{new['name']}", old)
+                if error:
+                    report["errors"].append(f"{old['name']}: {error}")
     finally:
         if into is None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -39,29 +39,112 @@ MODES = ("compress", "decompress")
 PIP_PACKAGES = ("torch", "compressai", "numpy", "pillow", "shapely", "rapidocr-onnxruntime")
 
 
-def setup_mlflow(mlflow_cfg: MlflowConfig) -> str:
-    """Point MLflow at the configured store and experiment; returns the experiment id."""
-    import mlflow
+# Stores that hold a model registry: a database (SQLAlchemy URL) or an MLflow server.
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+SERVER_SCHEMES = ("http", "https")
+PROBE_TIMEOUT_S = 5.0
 
-    uri = mlflow_cfg.tracking_uri
-    if uri.startswith(("file:", "./", "/")) or "://" not in uri:
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for other or in-memory URIs)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def check_tracking_uri(uri: str, must_exist: bool = False) -> str:
+    """Check an MLflow tracking/registry URI before any MLflow client uses it; returns it.
+
+    An empty URI, a local folder or an unknown scheme raises ``ConfigError`` (the registry
+    needs a database store); with ``must_exist`` (read-only commands) a sqlite database that
+    does not exist raises ``ConfigError`` instead of being created empty; an http(s) server
+    that does not answer within ``PROBE_TIMEOUT_S`` raises ``ServiceError``. Sets bounded
+    timeouts and retries for MLflow's HTTP client (``textboost.cli.NETWORK_DEFAULTS``).
+    """
+    from textboost.cli import apply_network_defaults
+
+    apply_network_defaults()
+    uri = str(uri or "")
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if uri == "databricks" or scheme == "databricks":
+        return uri
+    if not scheme or scheme == "file":
         raise ConfigError(
             f"mlflow.tracking_uri={uri!r}: the model registry needs a database store; use "
             "sqlite:///PATH/mlflow.db or an http(s):// tracking server"
         )
+    if scheme not in DATABASE_SCHEMES + SERVER_SCHEMES:
+        raise ConfigError(
+            f"tracking URI {uri!r}: unknown scheme '{scheme}://'; use sqlite:///PATH/mlflow.db, "
+            "http(s)://HOST:PORT (an MLflow server) or a database URL (postgresql://, mysql://)"
+        )
+    db = sqlite_path(uri)
+    if must_exist and db is not None and not db.is_file():
+        raise ConfigError(
+            f"MLflow database {db} does not exist (tracking URI {uri}); check the path: "
+            "nothing was created (train, evaluate or pipeline create it)"
+        )
+    if scheme in SERVER_SCHEMES:
+        probe_server(uri)
+    return uri
+
+
+def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """``ServiceError`` unless the MLflow server at ``uri`` answers HTTP within ``timeout``
+    seconds (any status counts as an answer: a login page or 404 still means it is up)."""
+    import urllib.error
+    import urllib.request
+
+    from textboost.errors import ServiceError
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = f"no answer within {timeout:g} s"
+        raise ServiceError(
+            f"MLflow tracking server {uri} is not reachable ({reason}); check that the server "
+            "runs and the host, port and scheme of the URI"
+        ) from None
+
+
+def setup_mlflow(mlflow_cfg: MlflowConfig) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    import mlflow
+
+    uri = check_tracking_uri(mlflow_cfg.tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    ensure_experiment(uri, mlflow_cfg.experiment)
+    ensure_experiment(uri, mlflow_cfg.experiment, checked=True)
     exp = mlflow.set_experiment(mlflow_cfg.experiment)
     return exp.experiment_id
 
 
-def ensure_experiment(tracking_uri: str, name: str) -> str:
+def connect_read_only(mlflow_cfg: MlflowConfig) -> str:
+    """Point MLflow at an existing store, creating nothing (``registry list``/``promote``)."""
+    import mlflow
+
+    uri = check_tracking_uri(mlflow_cfg.tracking_uri, must_exist=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(tracking_uri: str, name: str, checked: bool = False) -> str:
     """The experiment's id, creating it if needed. On a sqlite store a new experiment keeps
     its artifacts next to the database (``<db dir>/mlartifacts``): MLflow's default,
-    ``./mlruns`` of the current directory, would mix stores. A server decides for itself."""
+    ``./mlruns`` of the current directory, would mix stores. A server decides for itself.
+    The URI is checked first (``check_tracking_uri``) unless ``checked``."""
     from mlflow import MlflowClient
 
+    if not checked:
+        check_tracking_uri(tracking_uri)
     c = MlflowClient(tracking_uri=tracking_uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
@@ -96,10 +179,10 @@ class TextBoostCodec(PythonModel):
 
     def compress(self, image, words=None) -> bytes:
         """PIL image (+ optional ``Word`` list; None: RapidOCR) -> container bytes."""
-        from textboost.codec import encode_image
+        from textboost.codec import encode_image, to_rgb8
         from textboost.filtering import filter_words
 
-        image = image.convert("RGB")
+        image = to_rgb8(image)
         if words is None:
             from pipeline.samples import ocr_words
 
@@ -139,15 +222,11 @@ def png_bytes(image) -> bytes:
 
 
 def _open_image(data: bytes):
-    from PIL import Image
+    """Untrusted image bytes as 8-bit RGB: pixel limit from the header, high bit depths
+    scaled (``textboost.codec.open_image``); anything else raises ``ImageError``."""
+    from textboost.codec import open_image
 
-    from textboost.errors import ImageError
-
-    try:
-        with Image.open(io.BytesIO(bytes(data))) as im:
-            return im.convert("RGB")
-    except Exception as exc:  # PIL raises several types for bad data
-        raise ImageError(f"pyfunc input column 'image' is not a readable image: {exc}") from None
+    return open_image(bytes(data), name="pyfunc input column 'image'")
 
 
 def _words_from_json(value: Any):

@@ -29,3 +29,205 @@ def mutate(data: bytes, rng: random.Random, fix_crc: bool) -> bytes:
         i = rng.randrange(len(buf))
         buf[i:i] = rng.randbytes(rng.randrange(1, 16))
     return recrc(bytes(buf)) if fix_crc else bytes(buf)
+
+
+# --------------------------------------------------------------------------- hostile corpus
+#
+# ``python tests/container_fuzz.py [--quick]`` builds hostile containers *with valid
+# checksums* (empty, short, random, truncated, flipped, extended and oversized latent strings;
+# damaged colour blocks; container-level mutations) for tiny models of both backbones and the
+# colour fusion block (format version 2) at several image sizes, and decodes each in this
+# process. It prints one line before each decode, so the test that runs it in a subprocess
+# can name the container that killed it, and a JSON summary at the end.
+
+FUZZ_SIZES = ((64, 64), (96, 64), (130, 70))  # (width, height); plus one large size below
+FUZZ_LARGE = (1024, 768)  # the size of the crash the issue reported
+VARIANTS_PER_BASE = 60  # per model and small size
+LARGE_VARIANTS = 6
+
+
+def fuzz_models() -> dict:
+    """Tiny models, built deterministically: hyperprior, hyperprior + colour block, ELIC."""
+    import torch
+
+    from textboost.config import ModelConfig
+    from textboost.model import build_model
+
+    cfgs = {
+        "hyperprior": ModelConfig(backbone="hyperprior", N=8, M=8),
+        "colour": ModelConfig(backbone="hyperprior", N=8, M=8, fusion="colour"),
+        "elic": ModelConfig(backbone="elic", N=8, M=136),  # ELIC needs M > 128
+    }
+    models = {}
+    for name, cfg in cfgs.items():
+        torch.manual_seed(0)
+        models[name] = build_model(cfg).eval()
+    return models
+
+
+def _scene(width: int, height: int, seed: int):
+    import numpy as np
+    from PIL import Image
+
+    from textboost.words import Word
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xx / width, yy / height, 0.5 + 0.3 * np.sin(xx / 7 + seed)], -1)
+    noise = rng.normal(0, 0.05, base.shape)
+    image = Image.fromarray((np.clip(base + noise, 0, 1) * 255).astype(np.uint8), "RGB")
+    words = []
+    for i in range(2):
+        x0, y0 = 2 + 10 * i, 2 + (height // 3) * i
+        x1, y1 = min(width - 1, x0 + 30), min(height - 1, y0 + 10)
+        words.append(Word(((x0, y0), (x1, y0), (x1, y1), (x0, y1)), f"W{i}", True))
+    return image, words
+
+
+def _hostile_string(
+    kind: str, valid: bytes, other: bytes, rng: random.Random, ceiling: int = 1 << 16
+) -> bytes:
+    if kind == "empty":
+        return b""
+    if kind == "short":
+        return rng.randbytes(rng.randrange(1, 8))
+    if kind == "word8":
+        return rng.randbytes(8)
+    if kind == "zeros":
+        return bytes(4 * rng.randrange(2, 64))
+    if kind == "ones":
+        return b"\xff" * (4 * rng.randrange(2, 512))
+    if kind == "random":
+        return rng.randbytes(4 * rng.randrange(2, 600))
+    if kind == "random-odd":
+        return rng.randbytes(rng.randrange(9, 2000))
+    if kind == "truncated":
+        return valid[: rng.randrange(len(valid))]
+    if kind == "truncated-words":
+        return valid[: 4 * rng.randrange(2, max(3, len(valid) // 4))]
+    if kind == "flipped":
+        buf = bytearray(valid)
+        for _ in range(rng.randrange(1, 8)):
+            buf[rng.randrange(len(buf))] ^= rng.randrange(1, 256)
+        return bytes(buf)
+    if kind == "extended":
+        return valid + rng.randbytes(4 * rng.randrange(1, 64))
+    if kind == "swapped":
+        return other
+    if kind == "huge":  # above the most a valid string for the shape can hold
+        return rng.randbytes(ceiling + 4 * rng.randrange(1, 64))
+    if kind == "ones-ceiling":  # the longest accepted string, all bypass nibbles
+        return b"\xff" * (ceiling // 4 * 4)
+    if kind == "random-ceiling":
+        return rng.randbytes(ceiling // 4 * 4)
+    raise ValueError(kind)
+
+
+STRING_KINDS = (
+    "empty", "short", "word8", "zeros", "ones", "random", "random-odd", "truncated",
+    "truncated-words", "flipped", "extended", "swapped", "huge", "ones-ceiling",
+    "random-ceiling",
+)  # fmt: skip
+
+
+def hostile_variants(valid: bytes, rng: random.Random, n: int, model, large: bool = False):
+    """``n`` (label, container bytes) pairs derived from the ``valid`` container of
+    ``model``; every one has a valid checksum."""
+    from textboost import codec, container
+
+    c = container.unpack(valid)
+    lists = len(c.strings)
+    padded = (c.height + c.padding[2] + c.padding[3], c.width + c.padding[0] + c.padding[1])
+    symbols = codec.string_symbols(model, *padded)
+    ceiling = codec.RANS_MAX_BYTES_PER_SYMBOL * symbols + 2 * codec.RANS_MIN_BYTES
+    out = []
+    if large:  # the crash of the issue: empty and short strings for a big image
+        kinds = ["empty-all", "word8-all", "ones", "ones-ceiling", "random", "truncated-words"]
+    else:
+        kinds = ["empty-all", "word8-all"] + [rng.choice(STRING_KINDS) for _ in range(n - 2)]
+        kinds[-4:] = ["container", "container", "colours", "colours"]
+    for kind in kinds[:n]:
+        strings = [list(ss) for ss in c.strings]
+        colours = c.colours
+        label = kind
+        if kind.endswith("-all"):
+            base = kind[: -len("-all")]
+            strings = [[_hostile_string(base, ss[0], ss[0], rng)] for ss in c.strings]
+        elif kind == "container":
+            out.append((kind, mutate(valid, rng, fix_crc=True)))
+            continue
+        elif kind == "colours":
+            if not colours:
+                colours = rng.randbytes(rng.randrange(1, 20))
+            elif rng.random() < 0.5:
+                colours = rng.randbytes(len(colours))
+            else:
+                colours = colours[: rng.randrange(1, len(colours) + 1)] + rng.randbytes(3)
+        else:
+            i = rng.randrange(lists)
+            other = c.strings[(i + 1) % lists][0]
+            strings[i] = [_hostile_string(kind, c.strings[i][0], other, rng, ceiling)]
+            label = f"{kind}@{i}"
+        bad = container.Container(
+            c.model_id, c.width, c.height, c.padding, c.side_info, strings, colours
+        )
+        out.append((label, container.pack(bad)))
+    return out
+
+
+def hostile_corpus(models: dict, seed: int = 0, quick: bool = False):
+    """(model name, label, container bytes) triples: the whole corpus, deterministic."""
+    from textboost.codec import encode_image
+
+    rng = random.Random(seed)
+    per_base = 8 if quick else VARIANTS_PER_BASE
+    for name, model in models.items():
+        for j, (w, h) in enumerate(FUZZ_SIZES + (FUZZ_LARGE,)):
+            large = (w, h) == FUZZ_LARGE
+            image, words = _scene(w, h, j)
+            valid = encode_image(model, image, words)
+            n = LARGE_VARIANTS if large else per_base
+            for label, data in hostile_variants(valid, rng, n, model, large):
+                yield name, f"{name} {w}x{h} {label}", data
+
+
+def run_corpus(quick: bool = False, seed: int = 0) -> dict:
+    """Decode every container of the corpus; prints progress; returns the outcome counts."""
+    import json
+    import sys
+    import time
+
+    import torch
+
+    from textboost.codec import decode_container
+    from textboost.errors import ContainerError
+
+    torch.set_num_threads(1)
+    models = fuzz_models()
+    counts = {"containers": 0, "refused": 0, "decoded": 0, "seconds": 0.0}
+    start = time.perf_counter()
+    for i, (name, label, data) in enumerate(hostile_corpus(models, seed, quick)):
+        print(f"decoding {i}: {label}", end=" ", flush=True)
+        t0 = time.perf_counter()
+        try:
+            image = decode_container(models[name], data)
+        except ContainerError:
+            counts["refused"] += 1
+            outcome = "refused"
+        else:
+            assert image.mode == "RGB", label
+            counts["decoded"] += 1
+            outcome = "decoded"
+        counts["containers"] += 1
+        print(f"{outcome} {time.perf_counter() - t0:.3f}s", flush=True)
+    counts["seconds"] = round(time.perf_counter() - start, 2)
+    print("summary " + json.dumps(counts), flush=True)
+    sys.stdout.flush()
+    return counts
+
+
+if __name__ == "__main__":
+    import sys
+
+    seeds = [int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--seed=")]
+    run_corpus(quick="--quick" in sys.argv, seed=seeds[0] if seeds else 0)

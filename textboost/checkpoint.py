@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -120,9 +121,21 @@ def load_checkpoint(uri: str | os.PathLike, map_location: str = "cpu") -> tuple[
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
     try:
-        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable TextBoost checkpoint: {exc}") from None
+        # torch's message advises weights_only=False (arbitrary code execution): never relayed
+        if data[:4] != b"PK\x03\x04":
+            why = f"not a torch checkpoint file (it starts with {data[:8]!r})"
+        elif isinstance(exc, pickle.UnpicklingError):
+            why = "a torch file holding more than tensors and plain data (refused unread)"
+        else:
+            why = "a damaged or truncated torch file"
+        raise CheckpointError(
+            f"{path} is not a TextBoost checkpoint: {why}; give a model.pt written by textboost, "
+            "an MLflow model URI or zoo:NAME"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a TextBoost checkpoint (no '{FORMAT}' tag)")
     if payload.get("format_version") != FORMAT_VERSION:

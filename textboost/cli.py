@@ -2,13 +2,20 @@
 
 Each subcommand forwards its arguments to ``jobs.<module>.main(argv)``; modules are imported
 only when their subcommand runs, so ``textboost --help`` stays fast.
+
+This is the one error boundary of the command line: every expected failure (bad input files,
+configs, I/O, unreachable services) ends in one or two lines on stderr naming the thing and
+what to do, with a non-zero exit status. ``--debug`` (anywhere on the command line, or
+``TEXTBOOST_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 from textboost.errors import TextBoostError
 
@@ -27,11 +34,34 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("jobs.zoo", "models shipped in the package: list, show, export (zoo:NAME)"),
 }
 
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "TEXTBOOST_DEBUG"
+# Exceptions of these packages are network or service failures (the message names the URL).
+_SERVICE_MODULES = ("requests", "urllib3", "botocore", "aiobotocore", "aiohttp", "mlflow")
+
+
+# Bounded waits for MLflow's HTTP client (its defaults: 120 s per request, 7 retries with
+# exponential backoff, minutes of silence on a dead server). Set before any MLflow client
+# exists, inherited by Ray workers; a value already in the environment wins. Object storage
+# (s3fs) has its own bounded defaults: 5 s to connect, 15 s per read, 5 retries.
+NETWORK_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def apply_network_defaults() -> None:
+    """Put ``NETWORK_DEFAULTS`` into the environment (values already set are kept)."""
+    for key, value in NETWORK_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="textboost",
         description="TextBoost: OCR-guided learned image compression pipeline.",
+        epilog=f"{DEBUG_FLAG} (anywhere): show the traceback of a failure instead of one line",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
@@ -39,18 +69,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(lines) <= 1 else f"{text} (...)"
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """``(message, exit status)`` of an exception that reached the command line."""
+    if isinstance(exc, TextBoostError):
+        return str(exc), 1
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(exc, MemoryError):
+        return "out of memory: use a smaller input or a machine with more memory", 1
+    if isinstance(exc, OSError):
+        what = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return f"{what}{exc.strerror or _one_line(exc)} (check the path and permissions)", 1
+    module = type(exc).__module__.split(".", 1)[0]
+    if module in _SERVICE_MODULES:
+        return (
+            f"{type(exc).__name__}: {_one_line(exc)} (check the URI, that the service runs "
+            "and answers, and the credentials)",
+            1,
+        )
+    return (
+        f"unexpected {type(exc).__name__}: {_one_line(exc)} (rerun with {DEBUG_FLAG} for the "
+        "traceback and report it)",
+        1,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # child processes (decompress) show tracebacks too
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv or ["--help"])  # prints help / usage error and exits
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    apply_network_defaults()
+    # compressai scripts a module with torch.jit on import: not the user's concern
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     try:
+        module = importlib.import_module(COMMANDS[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
-    except TextBoostError as exc:
-        print(f"textboost {argv[0]}: error: {exc}", file=sys.stderr)
-        return 1
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        if debug:
+            raise
+        message, status = describe_failure(exc)
+        print(f"textboost {argv[0]}: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

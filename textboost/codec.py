@@ -12,6 +12,7 @@ software stack as encoding: DESIGN known traps).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -23,7 +24,24 @@ from textboost.errors import ContainerError, ImageError, SideInfoError
 from textboost.model import TextBoost, padding_for
 from textboost.words import Word
 
-MAX_DECODE_PIXELS = 1 << 25  # ~33.5 MP: refuse to allocate more for a (hostile) container
+MAX_PIXELS = container.MAX_PIXELS  # ~33.5 MP: default limit on both sides (--max-pixels)
+MAX_DECODE_PIXELS = MAX_PIXELS  # refuse to allocate more for a (hostile) container
+
+# compressai's rANS decoder (``RansDecoder.decode_with_indexes``, C++) reads 32-bit words from
+# the string without checking its length (DESIGN.md known traps): an empty or short string
+# with a valid container checksum made it read past the end and crash the process. Every
+# string the encoder writes is whole words and holds at least the flushed 64-bit state, and
+# the decoder reads exactly the words the encoder wrote; so before decoding, strings are
+# checked against that floor and against the most a valid string for the latent shape can
+# hold, and each is followed by a guard of padding words that a valid string never reaches.
+RANS_WORD_BYTES = 4
+RANS_MIN_BYTES = 8  # the flushed 64-bit rANS state
+RANS_MAX_BYTES_PER_SYMBOL = 8  # <= 16 bits per symbol + 36 bits of bypass coding (int32)
+# Padding word 0x80000000: every read leaves the state >= 2**31 (the decoder then reads at
+# most one word per symbol and per 8 bypass nibbles) and its low nibbles are 0 (ends any
+# run of bypass-length nibbles at once).
+_GUARD_WORD = (0x80000000).to_bytes(RANS_WORD_BYTES, "little")
+_GUARD_SLACK_WORDS = 4096
 
 
 @contextlib.contextmanager
@@ -36,9 +54,79 @@ def _eval_mode(model: TextBoost) -> Iterator[None]:
         model.train(was_training)
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def to_rgb8(image: Image.Image, name: str = "image") -> Image.Image:
+    """``image`` as 8-bit RGB with its range preserved. Pillow's ``convert("RGB")`` clips
+    16-bit values to 255 (a 16-bit greyscale PNG became solid white): 16-bit greyscale
+    (``I;16*``, and ``I`` with values in 0..65535, Pillow's mode for 16-bit files) is scaled
+    to 8 bits instead; modes without a defined range (``F``, ``I`` beyond 0..65535) and modes
+    Pillow cannot convert raise ``ImageError``."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":
+        arr = np.asarray(image)
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 0xFFFF):
+            raise ImageError(
+                f"{name}: 32-bit integer pixels (mode I) outside 0..65535 have no defined range; "
+                "convert the image to 8 or 16 bits per channel first"
+            )
+        grey = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 0..65535 -> 0..255
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "F":
+        raise ImageError(
+            f"{name}: floating-point pixels (mode F) have no defined range; convert the image "
+            "to 8 or 16 bits per channel first"
+        )
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise ImageError(f"{name}: image mode {mode} cannot be converted to RGB: {exc}") from None
+
+
+def open_image(source, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """An image file (path, fsspec URL or bytes) as 8-bit RGB (``to_rgb8``). Its size, read
+    from the header, is checked against ``max_pixels`` before any pixel is decoded; anything
+    unreadable or too large raises ``ImageError``."""
+    import io
+
+    import fsspec
+    from PIL import UnidentifiedImageError
+
+    if isinstance(source, bytes | bytearray | memoryview):
+        label = name or "image bytes"
+        opener = contextlib.nullcontext(io.BytesIO(bytes(source)))
+    else:
+        label = name or str(source)
+        opener = fsspec.open(source, "rb")
+    try:
+        with opener as f:
+            with _PIL_LIMIT_LOCK:  # our limit replaces Pillow's (a traceback from open())
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    image = Image.open(f)  # parses the header only
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{label}: {width}x{height} = {width * height} pixels, above the limit of "
+                    f"{max_pixels} (pass a larger --max-pixels if the file is trusted)"
+                )
+            image.load()
+    except FileNotFoundError:
+        raise ImageError(f"image {label} does not exist; check the path") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"cannot read image {label}: {exc}") from None
+    return to_rgb8(image, label)
+
+
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL image -> 1x3xHxW float tensor in [0, 1]."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # HxWx3
+    """PIL image -> 1x3xHxW float tensor in [0, 1] (high-depth modes: ``to_rgb8``)."""
+    arr = np.asarray(to_rgb8(image), dtype=np.float32) / 255.0  # HxWx3
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
@@ -61,13 +149,20 @@ def encode_image(
     image: Image.Image,
     words: Iterable[Word],
     side_info_format: str = "compact",
+    max_pixels: int = MAX_PIXELS,
 ) -> bytes:
-    """Encode ``image`` and its (filtered) OCR ``words`` into container bytes."""
+    """Encode ``image`` and its (filtered) OCR ``words`` into container bytes. Images above
+    ``max_pixels`` are refused: the decoder refuses them with the same default."""
     from textboost.side_info import encode_side_info
 
     width, height = image.size
     if not (1 <= width <= container.MAX_SIDE and 1 <= height <= container.MAX_SIDE):
         raise ImageError(f"image size {width}x{height} outside 1..{container.MAX_SIDE} pixels")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image of {width}x{height} = {width * height} pixels is above the limit of "
+            f"{max_pixels} (pass a larger --max-pixels; decode it with the same limit)"
+        )
     words = list(words)
     side_info = encode_side_info(words, (width, height), side_info_format)
     colour_block = b""
@@ -76,7 +171,7 @@ def encode_image(
         from textboost.side_info import decode_side_info
 
         sent = decode_side_info(side_info)  # the words exactly as the decoder will see them
-        colour_block = colours.pack(colours.word_colours(np.asarray(image.convert("RGB")), sent))
+        colour_block = colours.pack(colours.word_colours(np.asarray(to_rgb8(image)), sent))
     x = image_to_tensor(image).to(_device(model))
     model.ensure_updated()  # outside inference_mode: CDF buffers stay ordinary tensors
     with torch.inference_mode(), _eval_mode(model):
@@ -118,16 +213,65 @@ def decode_container(
     """Decode container bytes with ``model``; any bad or foreign input -> ``ContainerError``."""
     c = container.unpack(data)
     _check_compatible(model, c, max_pixels)
+    padded_h, padded_w = c.height + c.padding[2] + c.padding[3], c.width + sum(c.padding[:2])
+    strings = guarded_strings(model, c.strings, padded_h, padded_w)
     words = decode_words(c)
     inputs = fusion_inputs(model, words, c.colours, c.height, c.width)
-    shape = model.latent_shape(c.height + c.padding[2] + c.padding[3], c.width + sum(c.padding[:2]))
+    shape = model.latent_shape(padded_h, padded_w)
     model.ensure_updated()
     with torch.inference_mode(), _eval_mode(model):
         try:
-            out = model.decompress(c.strings, shape, **inputs)
+            out = model.decompress(strings, shape, **inputs)
         except (RuntimeError, ValueError, AssertionError, IndexError, OverflowError) as exc:
             raise ContainerError(f"latent strings could not be entropy-decoded: {exc}") from None
     return tensor_to_image(out["x_hat"])
+
+
+def string_symbols(model: TextBoost, padded_h: int, padded_w: int) -> int:
+    """The most symbols one latent string codes for a padded ``padded_h`` x ``padded_w``
+    image (an upper bound over the model's strings: y at 1/16, z at 1/64 resolution)."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    h, w = padded_h // 16, padded_w // 16
+    if model.model_cfg.backbone == "elic":  # per channel group, checkerboard halves
+        y = max(model.backbone.groups) * h * ((w + 1) // 2)
+    else:
+        y = model.model_cfg.M * h * w
+    z_channels = [m.channels for m in model.modules() if isinstance(m, EntropyBottleneck)]
+    z = max(z_channels, default=model.model_cfg.N) * (padded_h // 64) * (padded_w // 64)
+    return max(y, z, 1)
+
+
+def guarded_strings(
+    model: TextBoost, strings: list[list[bytes]], padded_h: int, padded_w: int
+) -> list[list[bytes]]:
+    """``strings`` checked against what the latent shape allows and each followed by guard
+    words, so that compressai's unchecked rANS decoder cannot read past its input (a valid
+    string is never read into its guard: the decoded values are unchanged). A string below
+    the floor or above the ceiling raises ``ContainerError``."""
+    symbols = string_symbols(model, padded_h, padded_w)
+    ceiling = RANS_MAX_BYTES_PER_SYMBOL * symbols + 2 * RANS_MIN_BYTES
+    out = []
+    for i, row in enumerate(strings):
+        guarded = []
+        for s in row:
+            n = len(s)
+            if n < RANS_MIN_BYTES or n % RANS_WORD_BYTES:
+                raise ContainerError(
+                    f"latent string {i} holds {n} bytes; an entropy-coded string is a whole "
+                    f"number of {RANS_WORD_BYTES}-byte words, at least {RANS_MIN_BYTES} bytes: "
+                    "the container is damaged or was not written by textboost"
+                )
+            if n > ceiling:
+                raise ContainerError(
+                    f"latent string {i} holds {n} bytes, more than any valid string for a "
+                    f"{padded_w}x{padded_h} latent can ({ceiling}): the container is damaged"
+                )
+            words = n // RANS_WORD_BYTES
+            guard = symbols + 16 * words + _GUARD_SLACK_WORDS  # see the constants above
+            guarded.append(bytes(s) + _GUARD_WORD * guard)
+        out.append(guarded)
+    return out
 
 
 def decode_words(c: container.Container) -> list[Word]:
@@ -156,11 +300,16 @@ def _check_compatible(model: TextBoost, c: container.Container, max_pixels: int)
     if c.width * c.height > max_pixels:
         raise ContainerError(
             f"container declares {c.width}x{c.height} pixels, above the decode limit of "
-            f"{max_pixels} (raise max_pixels if the file is trusted)"
+            f"{max_pixels} (pass a larger --max-pixels if the file is trusted)"
         )
     if tuple(c.padding) != padding_for(c.height, c.width):
         raise ContainerError(
             f"container padding {c.padding} does not match image size {c.width}x{c.height}"
+        )
+    if c.colours and not model.needs_colour:
+        raise ContainerError(
+            "container carries word colours (format version 2), but the model's fusion block "
+            "does not use them: it was not written by this model"
         )
     if len(c.strings) != model.num_string_lists or any(len(ss) != 1 for ss in c.strings):
         raise ContainerError(

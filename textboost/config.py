@@ -251,6 +251,7 @@ class EvalConfig:
         _check_choice("eval.ocr", self.ocr, ("annotations", "auto"))
         _check_range("eval.limit", self.limit, 0)
         _check_range("eval.crops", self.crops, 0)
+        _check_range("eval.t_test", self.t_test, 0)  # 0: the val split's data.filter.t_test
         if self.register and not self.track:
             raise ConfigError("eval.register=true needs eval.track=true (models live in a run)")
 

@@ -39,3 +39,13 @@ class CheckpointError(TextBoostError):
 
 class ZooError(CheckpointError):
     """Unknown model zoo name, a model without its card, or a model that cannot be shipped."""
+
+
+class StorageError(TextBoostError):
+    """A file or folder that cannot be read or written (a directory given as a file, a path
+    under a file, a full disk, missing permissions)."""
+
+
+class ServiceError(TextBoostError):
+    """A service (MLflow tracking server, database, object store) that cannot be reached, does
+    not answer in time, or is not what its URI says."""

@@ -56,6 +56,18 @@ def _number(v: Any) -> float:
     return float(v)
 
 
+def _check_text_length(text: str) -> None:
+    """A word must fit in the side info (``side_info.MAX_TEXT_BYTES`` UTF-8 bytes)."""
+    if len(text) > 256:  # a character is <= 4 bytes: only then can it exceed 1024
+        from textboost.side_info import MAX_TEXT_BYTES
+
+        n = len(text.encode("utf-8", "surrogatepass"))
+        if n > MAX_TEXT_BYTES:
+            raise ValueError(
+                f"text is {n} UTF-8 bytes, more than the {MAX_TEXT_BYTES} a word may carry"
+            )
+
+
 # --------------------------------------------------------------------------- TextOCR
 
 
@@ -125,6 +137,7 @@ class TextOCRIndex:
             text = ann.get("utf8_string")
             if not isinstance(text, str):
                 raise ValueError("missing or non-string 'utf8_string'")
+            _check_text_length(text)
             flat = ann.get("points")
             if flat is None and isinstance(ann.get("bbox"), list) and len(ann["bbox"]) == 4:
                 x, y, w, h = (_number(v) for v in ann["bbox"])
@@ -165,13 +178,15 @@ class TextOCRIndex:
         return obj
 
 
-def read_textocr(source: Source, *, strict: bool = False) -> TextOCRIndex:
+def read_textocr(source: Source, *, strict: bool = False, name: str | None = None) -> TextOCRIndex:
     """Parse a TextOCR JSON file (fsspec URL or bytes) into a ``TextOCRIndex``.
 
-    ``strict=True`` raises on the first malformed annotation instead of recording it.
+    ``strict=True`` raises on the first malformed annotation instead of recording it;
+    ``name`` labels bytes given directly in messages (the file they came from).
     """
     t0 = time.perf_counter()
-    data, name = read_bytes(source, "TextOCR file")
+    data, label = read_bytes(source, "TextOCR file")
+    name = name or label
     index = TextOCRIndex(source=name, strict=strict)
     try:
         text = data.decode("utf-8-sig")
@@ -242,6 +257,10 @@ def read_icdar2015_gt(source: Source, name: str | None = None) -> list[Word]:
         except ValueError as exc:
             raise AnnotationError(f"{label} line {lineno}: bad coordinate: {exc}") from None
         transcription = parts[8]
+        try:
+            _check_text_length(transcription)
+        except ValueError as exc:
+            raise AnnotationError(f"{label} line {lineno}: {exc}") from None
         poly = tuple(zip(values[0::2], values[1::2]))
         words.append(Word(poly, transcription, legible=transcription != ICDAR_ILLEGIBLE))
     return words
@@ -281,8 +300,7 @@ def read_annotations(source: Source, image_id: str | None = None) -> list[Word]:
     data, name = read_bytes(source)
     head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"{"):
-        index = read_textocr(data)
-        index.source = name
+        index = read_textocr(data, name=name)
         if image_id is None:
             raise AnnotationError(f"{name} is a TextOCR file: give the image id")
         return index.words(image_id)
