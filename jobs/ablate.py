@@ -47,11 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             args.config, [f"workdir={os.path.abspath(load_config(args.config).workdir)}"]
         )
         stage1 = StageState.load(cfg.workdir, "stage1").data
-        stage2 = StageState.load(cfg.workdir, "stage2").data
-        if stage1.get("status") != "done" or stage2.get("status") != "done":
+        if stage1.get("status") != "done":
             raise TextBoostError(
-                f"{args.config}: run `textboost pipeline {args.config}` first (stage 1 and "
-                "stage 2 must be done)"
+                f"{args.config}: run `textboost pipeline {args.config}` first (stage 1 must be "
+                "done; the full model is its stage 2)"
             )
         base = stage_configs(cfg)["stage2"]
         models = {}
@@ -66,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             with quiet(log):
                 result = run_training(run_cfg)
             models[name] = result["checkpoint"]
+        stage2 = StageState.load(cfg.workdir, "stage2").data
+        if stage2.get("status") != "done":
+            raise TextBoostError(
+                f"{args.config}: the pipeline's stage 2 (the full model) is not done; rerun "
+                "this job when it is (the variants above are kept and skipped)"
+            )
         models["full"] = stage2["outputs"]["checkpoint"]
         ev = copy.deepcopy(cfg)
         ev.eval.models = list(models.values())
