@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import stat
 from pathlib import Path
@@ -28,6 +29,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
     return value
 
 
@@ -72,3 +84,18 @@ def write_output(path: str, data: bytes, what: str = "output") -> None:
         raise StorageError(
             f"cannot write {what} {path}: {reason}; check the path, free space and permissions"
         ) from None
+
+
+def check_model_service(model: str) -> None:
+    """For an MLflow model URI (``models:/``, ``runs:/``): the tracking and registry servers
+    it resolves through must answer within seconds (``ServiceError`` names the URI), before
+    MLflow's client would retry for minutes."""
+    if not model.startswith(("models:/", "runs:/")):
+        return
+    import mlflow
+
+    from pipeline.tracking import probe_server
+
+    for uri in {mlflow.get_tracking_uri(), mlflow.get_registry_uri()}:
+        if str(uri).startswith(("http://", "https://")):
+            probe_server(str(uri))

@@ -11,7 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jobs.common import positive_int, refuse_same_file, write_output
+from jobs.common import (
+    check_model_service,
+    positive_float,
+    positive_int,
+    refuse_same_file,
+    write_output,
+)
 from textboost.container import MAX_PIXELS
 from textboost.words import Word
 
@@ -39,7 +45,7 @@ def ocr_words(image, ocr: str | None, image_id: str | None) -> list[Word]:
     return read_annotations(ocr, image_id)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textboost compress", description=__doc__.split("\n")[0])
     parser.add_argument("image", help="input image (path or fsspec URL)")
     parser.add_argument("-o", "--output", required=True, help="output .tbx container")
@@ -50,14 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--image-id", default=None, help="image id in a TextOCR JSON (default: file stem)"
     )
-    parser.add_argument("--t", type=float, default=800.0, help="average-character-area threshold")
+    parser.add_argument(
+        "--t", type=positive_float, default=800.0, help="average-character-area threshold"
+    )
     parser.add_argument("--side-info-format", default="compact", choices=["compact", "gzip"])
     parser.add_argument(
         "--max-pixels", type=positive_int, default=MAX_PIXELS,
         help=f"refuse larger images, checked from the header (default {MAX_PIXELS}; "
         "decompress has the same limit)",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     for source in (args.image, args.model, args.ocr):
         if source and source != "auto":
             refuse_same_file(source, args.output)
@@ -71,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     image_id = args.image_id or Path(args.image).stem
     words = ocr_words(image, args.ocr, image_id)
     kept, dropped = filter_words(words, args.t)
+    check_model_service(args.model)
     model, _ = load_checkpoint(args.model)
     data = encode_image(model, image, kept, args.side_info_format, args.max_pixels)
     write_output(args.output, data, "container")

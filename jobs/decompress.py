@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 
-from jobs.common import positive_int, refuse_same_file, write_output
+from jobs.common import check_model_service, positive_int, refuse_same_file, write_output
 from textboost.container import MAX_PIXELS
 from textboost.errors import ContainerError
 
@@ -76,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     refuse_same_file(args.container, args.output)
     refuse_same_file(args.model, args.output)
+    try:
+        with open(args.container, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ContainerError(
+            f"cannot read container {args.container}: {exc.strerror or exc}"
+        ) from None
     if not args.in_process:
         return _decode_in_child(args)
 
@@ -84,13 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from textboost.checkpoint import load_checkpoint
     from textboost.codec import decode_container
 
-    try:
-        with open(args.container, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ContainerError(
-            f"cannot read container {args.container}: {exc.strerror or exc}"
-        ) from None
+    check_model_service(args.model)
     model, _ = load_checkpoint(args.model)
     image = decode_container(model, data, args.max_pixels)
     buf = io.BytesIO()
