@@ -23,17 +23,22 @@ from textboost.errors import ConfigError, ShardError, TextBoostError
 TAG = "textboost."
 
 
-def _version(client, model_uri: str):
-    """The registered version a ``models:/`` URI names."""
-    from mlflow.exceptions import MlflowException
-
+def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
+    """``(name, version or None, alias or None)`` of a ``models:/`` URI (no I/O)."""
     match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", model_uri)
     if not match:
         raise ConfigError(
             f"{model_uri!r} is not a registered model URI; use models:/NAME/VERSION or "
             "models:/NAME@ALIAS (see `textboost registry list`)"
         )
-    name, number, alias = match.groups()
+    return match.groups()
+
+
+def _version(client, model_uri: str):
+    """The registered version a ``models:/`` URI names."""
+    from mlflow.exceptions import MlflowException
+
+    name, number, alias = parse_model_uri(model_uri)
     try:
         if alias:
             return client.get_model_version_by_alias(name, alias)
@@ -214,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("give --tracking-uri, --config or MLFLOW_TRACKING_URI")
     from pipeline.tracking import check_tracking_uri
 
+    parse_model_uri(args.model_uri)  # a malformed URI fails before anything is opened
     check_tracking_uri(uri, must_exist=True)  # before torch and MLflow clients load
     t = trace(args.model_uri, uri)
     if args.rebuild:

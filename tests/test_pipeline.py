@@ -225,5 +225,8 @@ def test_lineage_rejects_a_uri_that_is_not_a_registered_model(tmp_path: Path) ->
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with pytest.raises(ConfigError, match="models:/NAME/VERSION"):
         lineage.main(["runs:/abc/model", "--tracking-uri", uri])
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).search_experiments()  # an existing, empty tracking database
     with pytest.raises(ConfigError, match="not in the registry"):
         lineage.main(["models:/nothing/1", "--tracking-uri", uri])
