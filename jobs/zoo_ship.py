@@ -24,6 +24,18 @@ def _stage(workdir: str, name: str) -> dict:
     return state
 
 
+def _run_seconds(cfg, state: dict) -> float:
+    """Wall time of a training stage's MLflow run (first start to last end, restarts
+    included), or the stage's own seconds when the run cannot be read."""
+    try:
+        from mlflow import MlflowClient
+
+        info = MlflowClient(cfg.mlflow.tracking_uri).get_run(state["outputs"]["run_id"]).info
+        return (info.end_time - info.start_time) / 1000.0
+    except Exception:  # noqa: BLE001 - a card without the exact time is still a card
+        return float(state.get("seconds", 0.0))
+
+
 def build_card(config: str, name: str, base: str | None = None) -> tuple[str, dict]:
     """(stage-2 checkpoint URL, card) of a finished pipeline run."""
     from textboost.config import load_config
@@ -36,7 +48,7 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
     keys = ("bpp", "psnr", "ms_ssim", "det_f1", "e2e_f1")
     tb = rows["textboost"]
     steps1 = cfg.train.epochs * cfg.train.steps_per_epoch
-    wall = s1.get("wall_s", 0.0) + s2.get("wall_s", 0.0)
+    wall = _run_seconds(cfg, s1) + _run_seconds(cfg, s2)
     history = [f"stage 1: {steps1} steps x {cfg.train.num_workers} ranks x {cfg.train.batch_size} "
                f"crops of {cfg.train.crop_size} px, lambda {cfg.train.lmbda}"]  # fmt: skip
     if base:
@@ -45,7 +57,7 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         bsteps = bcfg.train.epochs * bcfg.train.steps_per_epoch
         history.insert(0, f"base stage 1 ({base}): {bsteps} steps, lambda {bcfg.train.lmbda}")
         steps1 += bsteps
-        wall += b1.get("wall_s", 0.0)
+        wall += _run_seconds(bcfg, b1)
     s2cfg = s2["outputs"].get("metrics", {})
     card = {
         "name": name,
