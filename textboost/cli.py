@@ -41,11 +41,14 @@ _SERVICE_MODULES = ("requests", "urllib3", "botocore", "aiobotocore", "aiohttp",
 
 
 # Bounded waits for MLflow's HTTP client (its defaults: 120 s per request, 7 retries with
-# exponential backoff, minutes of silence on a dead server). Set before any MLflow client
-# exists, inherited by Ray workers; a value already in the environment wins. Object storage
-# (s3fs) has its own bounded defaults: 5 s to connect, 15 s per read, 5 retries.
+# exponential backoff: many minutes of silence when a server dies mid-run; a server that is
+# down from the start is caught in seconds by pipeline.tracking.check_tracking_uri). Set
+# before any MLflow client exists, inherited by Ray workers; a value already in the
+# environment wins. The timeout leaves a server time to store a large model artifact.
+# Object storage (s3fs) has bounded defaults of its own: 5 s to connect, 15 s per read,
+# 5 retries.
 NETWORK_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }

@@ -61,8 +61,13 @@ class SynthConfig:
                 f"data.synth.min_side={self.min_side!r} is out of range: allowed "
                 f"64..data.synth.max_side ({self.max_side})"
             )
-        _check_range("data.synth.words_min", self.words_min, 0)
-        _check_range("data.synth.words_max", self.words_max, self.words_min, MAX_SYNTH_WORDS)
+        _check_range("data.synth.words_min", self.words_min, 0, MAX_SYNTH_WORDS)
+        _check_range("data.synth.words_max", self.words_max, 0, MAX_SYNTH_WORDS)
+        if self.words_max < self.words_min:
+            raise ConfigError(
+                f"data.synth.words_max={self.words_max!r} is out of range; allowed: "
+                f"data.synth.words_min ({self.words_min})..{MAX_SYNTH_WORDS}"
+            )
 
 
 @dataclass
