@@ -73,11 +73,13 @@ class GuidanceConsistentLoss(nn.Module):
         self.lmbda = lmbda
         self.alpha = alpha
 
-    def forward(self, output: dict, target: Tensor, text_mask: Tensor) -> dict:
+    def forward(
+        self, output: dict, target: Tensor, text_mask: Tensor, extra: dict | None = None
+    ) -> dict:
         n, _, h, w = target.shape
         bpp = bpp_from_likelihoods(output["likelihoods"], n * h * w).detach()  # bpp̄
         mse = F.mse_loss(output["x_hat"], target)
-        gc = guidance_consistent_loss(output["x_hat"], target, text_mask.to(target.dtype))
+        gc = self.gc_term(output, target, text_mask, extra)
         return {
             "loss": bpp + self.lmbda * 255**2 * (mse + self.alpha * gc),
             "bpp_loss": bpp,
@@ -85,6 +87,12 @@ class GuidanceConsistentLoss(nn.Module):
             "gc_loss": gc,
             "psnr": _psnr(output, target),
         }
+
+    def gc_term(
+        self, output: dict, target: Tensor, text_mask: Tensor, extra: dict | None
+    ) -> Tensor:
+        """``L_gc`` of Eq. 6: against the original inside the text mask."""
+        return guidance_consistent_loss(output["x_hat"], target, text_mask.to(target.dtype))
 
 
 def legibility_weight(guidance: Tensor, box: Tensor, ring: int = 2) -> Tensor:
@@ -95,7 +103,7 @@ def legibility_weight(guidance: Tensor, box: Tensor, ring: int = 2) -> Tensor:
     return near * box
 
 
-class GuidanceTargetLoss(nn.Module):
+class GuidanceTargetLoss(GuidanceConsistentLoss):
     """Stage 2 with ``train.gc_target=guidance`` (colour fusion): ``L_gc`` is measured against
     the colour guidance map (the sent glyphs in the word's text colour on its background
     colour) on the glyphs and a 2 px halo, instead of against the original scene text::
@@ -107,24 +115,13 @@ class GuidanceTargetLoss(nn.Module):
     box (and the blend) close to the scene.
     """
 
-    def __init__(self, lmbda: float = 0.0018, alpha: float = 10.0):
-        super().__init__()
-        self.lmbda = lmbda
-        self.alpha = alpha
-
-    def forward(self, output: dict, target: Tensor, text_mask: Tensor, extra: dict) -> dict:
-        n, _, h, w = target.shape
-        bpp = bpp_from_likelihoods(output["likelihoods"], n * h * w).detach()
-        mse = F.mse_loss(output["x_hat"], target)
+    def gc_term(
+        self, output: dict, target: Tensor, text_mask: Tensor, extra: dict | None
+    ) -> Tensor:
+        """``mean(w ⊙ (x̂ - cmap)²)`` on the sent glyphs and their halo (``extra``: guidance,
+        cmap, box)."""
         weight = legibility_weight(extra["guidance"], extra["box"])
-        gc = (weight * (output["x_hat"] - extra["cmap"]) ** 2).mean()
-        return {
-            "loss": bpp + self.lmbda * 255**2 * (mse + self.alpha * gc),
-            "bpp_loss": bpp,
-            "mse_loss": mse,
-            "gc_loss": gc,
-            "psnr": _psnr(output, target),
-        }
+        return (weight * (output["x_hat"] - extra["cmap"]) ** 2).mean()
 
 
 def aux_loss(model: nn.Module) -> Tensor:
