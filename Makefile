@@ -32,6 +32,9 @@ zoo: venv assets
 	$(PY) -m jobs.zoo_ship configs/zoo/hp-mid.yaml hp-mid --overwrite
 	$(PY) -m jobs.zoo_ship configs/zoo/hp-low.yaml hp-low --base configs/zoo/hp-mid.yaml --overwrite
 	$(PY) -m jobs.zoo_ship configs/zoo/hp-high.yaml hp-high --base configs/zoo/hp-mid.yaml --overwrite
+	# hp-xlow starts from the shipped hp-low, so it runs after hp-low is shipped
+	$(VENV)/bin/textboost pipeline configs/zoo/hp-xlow.yaml
+	$(PY) -m jobs.zoo_ship configs/zoo/hp-xlow.yaml hp-xlow --overwrite
 
 test: venv
 	$(VENV)/bin/pytest -q

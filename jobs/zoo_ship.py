@@ -5,7 +5,9 @@ evaluation), writes the model card (config, data, steps, wall time, and bpp / PS
 DET / E2E F1 of TextBoost, its backbone, the overlay and the classic codecs on the evaluation
 set) and exports the stage-2 checkpoint into the package's zoo (fp16 weights,
 ``textboost.zoo.export``). ``--base CONFIG`` names the pipeline whose stage 1 this one
-fine-tuned, so the card counts both.
+fine-tuned, so the card counts both; a config that starts from a shipped model
+(``train.init_checkpoint: zoo:NAME``) counts that model's card (its steps and wall time, stage 2
+included).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def _run_seconds(cfg, state: dict) -> float:
 
 def build_card(config: str, name: str, base: str | None = None) -> tuple[str, dict]:
     """(stage-2 checkpoint URL, card) of a finished pipeline run."""
+    from textboost import zoo
     from textboost.config import load_config
 
     cfg = load_config(config)
@@ -51,6 +54,16 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
     wall = _run_seconds(cfg, s1) + _run_seconds(cfg, s2)
     history = [f"stage 1: {steps1} steps x {cfg.train.num_workers} ranks x {cfg.train.batch_size} "
                f"crops of {cfg.train.crop_size} px, lambda {cfg.train.lmbda}"]  # fmt: skip
+    init = cfg.train.init_checkpoint or ""
+    if not base and zoo.is_zoo_uri(init):  # fine-tuned from a shipped model: its history first
+        parent = zoo.card(init.split(":", 1)[1])
+        history = [
+            f"{parent['name']}: {line}"
+            for line in parent.get("training", [])
+            if not line.startswith("stage 2")
+        ] + history
+        steps1 += parent.get("steps") or 0
+        wall += parent.get("wall_time_s") or 0.0
     if base:
         bcfg = load_config(base)
         b1 = _stage(bcfg.workdir, "stage1")
