@@ -33,7 +33,8 @@ from textboost.config import SourceConfig, TextBoostConfig, to_dict
 from textboost.errors import ConfigError
 
 SPLITS = ("train", "val")
-BYTES_FIELDS = ("samples_per_shard", "side_info_format", "jpeg_quality_for_png")  # of shards.*
+BYTES_FIELDS = ("samples_per_shard", "side_info_format", "jpeg_quality_for_png", "order")
+ORDER_SALT = "textboost-shards/mixed/1"  # the seeded hash of shards.order=mixed
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
 FORMAT = "textboost-shards/1"
@@ -67,6 +68,7 @@ def settings_of(cfg: TextBoostConfig, split: str) -> dict:
         "threshold": cfg.data.filter.t_train if split == "train" else cfg.data.filter.t_test,
         "samples_per_shard": cfg.shards.samples_per_shard,
         "side_info_format": cfg.shards.side_info_format,
+        "order": cfg.shards.order,
     }
     if src.kind == "synthetic":
         settings["synth"] = to_dict(cfg.data.synth)
@@ -119,8 +121,47 @@ def sample_spec(cfg: TextBoostConfig, split: str) -> SampleSpec:
     return SampleSpec(threshold, cfg.shards.side_info_format, kwargs, synth.seed)
 
 
+def _hash01(key: str) -> float:
+    """A fixed pseudo-random number in [0, 1) of a key (same in every process and run)."""
+    digest = hashlib.blake2b(f"{ORDER_SALT}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def group_of(ref: SampleRef) -> str:
+    """The class of a reference for mixing: the ImageNet synset (id prefix), else the folder
+    (or tar) its image lives in; synthetic samples are one group."""
+    if ref.source == "imagenet":
+        return ref.id.split("_", 1)[0]
+    if ref.offset >= 0:
+        return ref.image
+    return ref.image.rsplit("/", 1)[0] if ref.image else ref.source
+
+
+def mixed_order(refs: list[SampleRef]) -> list[SampleRef]:
+    """``refs`` reordered so every class is spread evenly over the whole sequence.
+
+    Within a class of n references, the i-th (in seeded-hash order) gets the position
+    (i + u) / n with u a seeded hash in [0, 1); all references are sorted by that position.
+    Any run of k consecutive references then holds about k * n / N of each class, so shards
+    mix classes in proportion, tail shards included. Deterministic: keys only, no RNG state.
+    """
+    groups: dict[str, list[tuple[float, str, SampleRef]]] = {}
+    for ref in refs:
+        groups.setdefault(group_of(ref), []).append((_hash01(ref.key), ref.key, ref))
+    placed = []
+    for members in groups.values():
+        members.sort()
+        n = len(members)
+        for i, (h, key, ref) in enumerate(members):
+            placed.append(((i + _hash01(key + "/u")) / n, h, key, ref))
+    placed.sort(key=lambda p: p[:3])
+    return [p[3] for p in placed]
+
+
 def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[SampleRef]]:
-    """The deterministic plan: sorted references cut into fixed-size shards."""
+    """The deterministic plan: references (``shards.order``: class-mixed or sorted) cut into
+    fixed-size shards, each shard's members sorted by key. Returns the tasks and the sorted
+    references (the source fingerprint is over that sorted list)."""
     src = source_of(cfg, split)
     refs = list_source(src, split, cfg.data.synth)
     if not refs:
@@ -136,19 +177,20 @@ def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[Sample
     version = code_version()
     n = cfg.shards.samples_per_shard
     out = absolute_url(cfg.shards.out)
+    ordered = mixed_order(refs) if cfg.shards.order == "mixed" else refs
     tasks = [
         ShardTask(
             out,
             split,
             i // n,
-            tuple(refs[i : i + n]),
+            tuple(sorted(ordered[i : i + n], key=lambda r: r.key)),
             spec,
             chash,
             version,
             commit=not (memory_output and cfg.shards.executor == "ray"),
             fail_once_marker=cfg.shards.fail_once_marker,
         )  # fmt: skip
-        for i in range(0, len(refs), n)
+        for i in range(0, len(ordered), n)
     ]
     return tasks, refs
 

@@ -260,6 +260,7 @@ def train_loop_per_worker(args: dict) -> None:
         seed=args["cfg"]["seed"], rank=rank, world_size=world,
         num_workers=tcfg.loader_workers, with_mask=tcfg.stage == 2, pin_memory=tcfg.use_gpu,
         with_colour=model.needs_colour, text_crop_prob=tcfg.text_crop_prob,
+        shuffle_buffer=tcfg.shuffle_buffer,
     )  # fmt: skip
     validator = None
     if rank == 0 and tcfg.stage == 2 and tcfg.val_every > 0:
