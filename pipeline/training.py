@@ -319,7 +319,8 @@ def _report(step, start_step, latest, stepper, args, progress, rank, mlog) -> No
 
 
 def git_commit() -> str:
-    """The commit of this source tree, or "unknown" (no git / no commit yet)."""
+    """The commit of this source tree; without git (a container image: no .git) the
+    ``TEXTBOOST_GIT_COMMIT`` the image was built with (infra/Dockerfile), else "unknown"."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
@@ -327,7 +328,7 @@ def git_commit() -> str:
         )  # fmt: skip
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("TEXTBOOST_GIT_COMMIT", "").strip() or "unknown"
 
 
 def manifest_sha256(shards_url: str) -> str:
