@@ -121,12 +121,6 @@ def sample_spec(cfg: TextBoostConfig, split: str) -> SampleSpec:
     return SampleSpec(threshold, cfg.shards.side_info_format, kwargs, synth.seed)
 
 
-def _hash01(key: str) -> float:
-    """A fixed pseudo-random number in [0, 1) of a key (same in every process and run)."""
-    digest = hashlib.blake2b(f"{ORDER_SALT}/{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64
-
-
 def group_of(ref: SampleRef) -> str:
     """The class of a reference for mixing: the ImageNet synset (id prefix), else the folder
     (or tar) its image lives in; synthetic samples are one group."""
@@ -140,22 +134,33 @@ def group_of(ref: SampleRef) -> str:
 def mixed_order(refs: list[SampleRef]) -> list[SampleRef]:
     """``refs`` reordered so every class is spread evenly over the whole sequence.
 
-    Within a class of n references, the i-th (in seeded-hash order) gets the position
-    (i + u) / n with u a seeded hash in [0, 1); all references are sorted by that position.
-    Any run of k consecutive references then holds about k * n / N of each class, so shards
-    mix classes in proportion, tail shards included. Deterministic: keys only, no RNG state.
+    Each key gets two numbers from a salted hash (``ORDER_SALT``): ``h`` orders a class's n
+    references, and the i-th of them gets the position (i + u) / n, u in [0, 1). All
+    references are sorted by position (then ``h``). Any run of k consecutive references then
+    holds about k * n / N of each class, so every shard mixes classes in proportion, tail
+    shards included. Deterministic: a function of the keys and classes only (not of the
+    input order, the machine or the worker count). Vectorised: 1.28 M references in seconds.
     """
-    groups: dict[str, list[tuple[float, str, SampleRef]]] = {}
-    for ref in refs:
-        groups.setdefault(group_of(ref), []).append((_hash01(ref.key), ref.key, ref))
-    placed = []
-    for members in groups.values():
-        members.sort()
-        n = len(members)
-        for i, (h, key, ref) in enumerate(members):
-            placed.append(((i + _hash01(key + "/u")) / n, h, key, ref))
-    placed.sort(key=lambda p: p[:3])
-    return [p[3] for p in placed]
+    import numpy as np
+
+    n = len(refs)
+    if n == 0:
+        return []
+    salt = ORDER_SALT.encode() + b"/"
+    digests = b"".join(
+        hashlib.blake2b(salt + r.key.encode(), digest_size=16).digest() for r in refs
+    )
+    raw = np.frombuffer(digests, dtype="<u8").reshape(n, 2)
+    h, u = raw[:, 0], raw[:, 1].astype(np.float64) / 2.0**64
+    codes: dict[str, int] = {}
+    group = np.fromiter((codes.setdefault(group_of(r), len(codes)) for r in refs), np.int64, n)
+    counts = np.bincount(group)
+    by_class = np.lexsort((h, group))  # class by class, each in h order
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(n, np.int64)
+    rank[by_class] = np.arange(n) - starts[group[by_class]]
+    position = (rank + u) / counts[group]
+    return [refs[i] for i in np.lexsort((h, position))]
 
 
 def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[SampleRef]]:

@@ -25,7 +25,7 @@ import os
 import posixpath
 import re
 import tarfile
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -154,29 +154,20 @@ def _join(url: str, rel: str) -> str:
 
 def _unique_keys(refs: list[SampleRef]) -> list[SampleRef]:
     """Keys that collide after sanitising get a short hash of their image name appended."""
-    by_key: dict[str, list[SampleRef]] = defaultdict(list)
-    for r in refs:
-        by_key[r.key].append(r)
+    counts = Counter(r.key for r in refs)
     out = []
-    for key, group in by_key.items():
-        if len(group) == 1 and len(key) <= MAX_KEY_LEN:
-            out.extend(group)
+    for r in refs:
+        if counts[r.key] == 1 and len(r.key) <= MAX_KEY_LEN:
+            out.append(r)
             continue
-        for r in group:
-            tag = hashlib.sha1(f"{r.image}#{r.offset}".encode()).hexdigest()[:10]
-            new_id = f"{r.id[: MAX_KEY_LEN - 32]}_{tag}"
-            out.append(
-                SampleRef(
-                    f"{r.source}_{new_id}",
-                    r.source,
-                    new_id,
-                    r.image,
-                    r.offset,
-                    r.size,
-                    r.ann_kind,
-                    r.ann,
-                )
+        tag = hashlib.sha1(f"{r.image}#{r.offset}".encode()).hexdigest()[:10]
+        new_id = f"{r.id[: MAX_KEY_LEN - 32]}_{tag}"
+        out.append(
+            SampleRef(
+                f"{r.source}_{new_id}", r.source, new_id, r.image, r.offset, r.size,
+                r.ann_kind, r.ann,
             )
+        )  # fmt: skip
     return out
 
 
