@@ -48,7 +48,8 @@ def plain_loop(cfg, steps: int, warmup: int, threads: int) -> list[float]:
     t = cfg.train
     stepper = Stepper(build_model(cfg.model), t, torch.device("cpu"), steps + warmup)
     spec = LoaderSpec(shard_list(t.shards), t.batch_size, t.crop_size, cfg.seed,
-                      num_workers=t.loader_workers, with_mask=t.stage == 2)  # fmt: skip
+                      num_workers=t.loader_workers, with_mask=t.stage == 2,
+                      shuffle_buffer=t.shuffle_buffer)  # fmt: skip
     rates, tick = [], time.perf_counter()
     for batch in make_loader(spec, steps + warmup):
         stepper.step(batch)

@@ -35,11 +35,9 @@ def ocr_words(image, ocr: str | None, image_id: str | None) -> list[Word]:
     if not ocr:
         return []
     if ocr == "auto":
-        from rapidocr_onnxruntime import RapidOCR
+        from textboost.ocr import ocr_image_words
 
-        from textboost.ocr import words_from_rapidocr
-
-        return words_from_rapidocr(RapidOCR()(image))  # a PIL image: RapidOCR converts to BGR
+        return ocr_image_words(image)  # RGB -> the BGR array RapidOCR expects
     from textboost.ocr import read_annotations
 
     return read_annotations(ocr, image_id)

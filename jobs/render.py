@@ -50,13 +50,10 @@ def load_image(url: str):
 
 
 def read_words(args: argparse.Namespace, image) -> list[Word]:
-    from textboost.ocr import read_annotations, words_from_rapidocr
+    from textboost.ocr import ocr_image_words, read_annotations
 
     if args.ocr == "rapidocr":
-        import numpy as np
-        from rapidocr_onnxruntime import RapidOCR
-
-        return words_from_rapidocr(RapidOCR()(np.asarray(image.convert("RGB"))))
+        return ocr_image_words(image)
     image_id = args.image_id or PurePosixPath(args.image.rstrip("/")).stem
     return read_annotations(args.ocr, image_id=image_id)
 

@@ -82,34 +82,46 @@ def ocr_read_flags(result: list | None, words: list[Word]) -> list[bool]:
     return flags
 
 
+def ocr_read_counts(images, counts: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
+    """Add each image's legible words, read or not, to ``counts`` (bucket -> [read, total]).
+
+    ``images`` yields ``(RGB image, [(word, cap height px), ...])``; the image goes to RapidOCR
+    through ``textboost.ocr.run_rapidocr`` (RGB -> BGR, the shared engine).
+    """
+    from textboost.ocr import run_rapidocr
+
+    counts = counts if counts is not None else {name: [0, 0] for _, _, name in READ_BUCKETS}
+    for image, legible in images:
+        result = run_rapidocr(image)
+        for (_, cap), ok in zip(legible, ocr_read_flags(result, [w for w, _ in legible])):
+            name = next(n for lo, hi, n in READ_BUCKETS if lo <= cap < hi)
+            counts[name][0] += int(ok)
+            counts[name][1] += 1
+    return counts
+
+
 def ocr_check(synth: SynthConfig, k: int) -> dict[str, tuple[int, int]]:
     """Readability of the first ``k`` images' legible words: bucket -> (read, total)."""
-    import numpy as np
     from PIL import Image
-    from rapidocr_onnxruntime import RapidOCR
 
     from textboost.synth import synth_words
     from textboost.synth_sets import jpeg_bytes
 
-    engine = RapidOCR()
-    counts = {name: [0, 0] for _, _, name in READ_BUCKETS}
-    for i in range(k):
-        image, placed = synth_words(
-            i,
-            synth.seed,
-            max_side=synth.max_side,
-            min_side=synth.min_side,
-            words=(synth.words_min, synth.words_max),
-            backgrounds=synth.backgrounds or None,
-            fonts=synth.fonts,
-        )
-        decoded = Image.open(io.BytesIO(jpeg_bytes(image)))  # exactly the written file
-        result, _ = engine(np.asarray(decoded.convert("RGB")))
-        legible = [sw for sw in placed if sw.word.legible]
-        for sw, ok in zip(legible, ocr_read_flags(result, [sw.word for sw in legible])):
-            name = next(n for lo, hi, n in READ_BUCKETS if lo <= sw.cap_height < hi)
-            counts[name][0] += int(ok)
-            counts[name][1] += 1
+    def images():
+        for i in range(k):
+            image, placed = synth_words(
+                i,
+                synth.seed,
+                max_side=synth.max_side,
+                min_side=synth.min_side,
+                words=(synth.words_min, synth.words_max),
+                backgrounds=synth.backgrounds or None,
+                fonts=synth.fonts,
+            )
+            decoded = Image.open(io.BytesIO(jpeg_bytes(image)))  # exactly the written file
+            yield decoded, [(sw.word, sw.cap_height) for sw in placed if sw.word.legible]
+
+    counts = ocr_read_counts(images())
     return {name: (read, total) for name, (read, total) in counts.items()}
 
 

@@ -136,20 +136,11 @@ def textocr_words(words_json: str) -> list[Word]:
     return [Word.from_json(w) for w in json.loads(words_json)]
 
 
-_OCR_ENGINE = None
-
-
 def ocr_words(image: Image.Image) -> list[Word]:
-    """Words found by RapidOCR (one engine per process, one thread: reproducible)."""
-    global _OCR_ENGINE
-    from textboost.ocr import words_from_rapidocr
+    """Words found by RapidOCR (the shared one-thread engine: reproducible; RGB -> BGR)."""
+    from textboost.ocr import ocr_image_words
 
-    if _OCR_ENGINE is None:
-        from rapidocr_onnxruntime import RapidOCR
-
-        _OCR_ENGINE = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
-    result, _ = _OCR_ENGINE(np.asarray(image.convert("RGB")))
-    return words_from_rapidocr(result)
+    return ocr_image_words(image)
 
 
 def _synthetic(ref: SampleRef, spec: SampleSpec) -> tuple[bytes, list[Word]]:

@@ -33,7 +33,8 @@ from textboost.config import SourceConfig, TextBoostConfig, to_dict
 from textboost.errors import ConfigError
 
 SPLITS = ("train", "val")
-BYTES_FIELDS = ("samples_per_shard", "side_info_format", "jpeg_quality_for_png")  # of shards.*
+BYTES_FIELDS = ("samples_per_shard", "side_info_format", "jpeg_quality_for_png", "order")
+ORDER_SALT = "textboost-shards/mixed/1"  # the seeded hash of shards.order=mixed
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
 FORMAT = "textboost-shards/1"
@@ -67,6 +68,7 @@ def settings_of(cfg: TextBoostConfig, split: str) -> dict:
         "threshold": cfg.data.filter.t_train if split == "train" else cfg.data.filter.t_test,
         "samples_per_shard": cfg.shards.samples_per_shard,
         "side_info_format": cfg.shards.side_info_format,
+        "order": cfg.shards.order,
     }
     if src.kind == "synthetic":
         settings["synth"] = to_dict(cfg.data.synth)
@@ -119,8 +121,52 @@ def sample_spec(cfg: TextBoostConfig, split: str) -> SampleSpec:
     return SampleSpec(threshold, cfg.shards.side_info_format, kwargs, synth.seed)
 
 
+def group_of(ref: SampleRef) -> str:
+    """The class of a reference for mixing: the ImageNet synset (id prefix), else the folder
+    (or tar) its image lives in; synthetic samples are one group."""
+    if ref.source == "imagenet":
+        return ref.id.split("_", 1)[0]
+    if ref.offset >= 0:
+        return ref.image
+    return ref.image.rsplit("/", 1)[0] if ref.image else ref.source
+
+
+def mixed_order(refs: list[SampleRef]) -> list[SampleRef]:
+    """``refs`` reordered so every class is spread evenly over the whole sequence.
+
+    Each key gets two numbers from a salted hash (``ORDER_SALT``): ``h`` orders a class's n
+    references, and the i-th of them gets the position (i + u) / n, u in [0, 1). All
+    references are sorted by position (then ``h``). Any run of k consecutive references then
+    holds about k * n / N of each class, so every shard mixes classes in proportion, tail
+    shards included. Deterministic: a function of the keys and classes only (not of the
+    input order, the machine or the worker count). Vectorised: 1.28 M references in seconds.
+    """
+    import numpy as np
+
+    n = len(refs)
+    if n == 0:
+        return []
+    salt = ORDER_SALT.encode() + b"/"
+    digests = b"".join(
+        hashlib.blake2b(salt + r.key.encode(), digest_size=16).digest() for r in refs
+    )
+    raw = np.frombuffer(digests, dtype="<u8").reshape(n, 2)
+    h, u = raw[:, 0], raw[:, 1].astype(np.float64) / 2.0**64
+    codes: dict[str, int] = {}
+    group = np.fromiter((codes.setdefault(group_of(r), len(codes)) for r in refs), np.int64, n)
+    counts = np.bincount(group)
+    by_class = np.lexsort((h, group))  # class by class, each in h order
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(n, np.int64)
+    rank[by_class] = np.arange(n) - starts[group[by_class]]
+    position = (rank + u) / counts[group]
+    return [refs[i] for i in np.lexsort((h, position))]
+
+
 def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[SampleRef]]:
-    """The deterministic plan: sorted references cut into fixed-size shards."""
+    """The deterministic plan: references (``shards.order``: class-mixed or sorted) cut into
+    fixed-size shards, each shard's members sorted by key. Returns the tasks and the sorted
+    references (the source fingerprint is over that sorted list)."""
     src = source_of(cfg, split)
     refs = list_source(src, split, cfg.data.synth)
     if not refs:
@@ -136,19 +182,20 @@ def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[Sample
     version = code_version()
     n = cfg.shards.samples_per_shard
     out = absolute_url(cfg.shards.out)
+    ordered = mixed_order(refs) if cfg.shards.order == "mixed" else refs
     tasks = [
         ShardTask(
             out,
             split,
             i // n,
-            tuple(refs[i : i + n]),
+            tuple(sorted(ordered[i : i + n], key=lambda r: r.key)),
             spec,
             chash,
             version,
             commit=not (memory_output and cfg.shards.executor == "ray"),
             fail_once_marker=cfg.shards.fail_once_marker,
         )  # fmt: skip
-        for i in range(0, len(refs), n)
+        for i in range(0, len(ordered), n)
     ]
     return tasks, refs
 

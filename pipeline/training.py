@@ -260,6 +260,7 @@ def train_loop_per_worker(args: dict) -> None:
         seed=args["cfg"]["seed"], rank=rank, world_size=world,
         num_workers=tcfg.loader_workers, with_mask=tcfg.stage == 2, pin_memory=tcfg.use_gpu,
         with_colour=model.needs_colour, text_crop_prob=tcfg.text_crop_prob,
+        shuffle_buffer=tcfg.shuffle_buffer,
     )  # fmt: skip
     validator = None
     if rank == 0 and tcfg.stage == 2 and tcfg.val_every > 0:
@@ -318,7 +319,8 @@ def _report(step, start_step, latest, stepper, args, progress, rank, mlog) -> No
 
 
 def git_commit() -> str:
-    """The commit of this source tree, or "unknown" (no git / no commit yet)."""
+    """The commit of this source tree; without git (a container image: no .git) the
+    ``TEXTBOOST_GIT_COMMIT`` the image was built with (infra/Dockerfile), else "unknown"."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
@@ -326,7 +328,7 @@ def git_commit() -> str:
         )  # fmt: skip
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("TEXTBOOST_GIT_COMMIT", "").strip() or "unknown"
 
 
 def manifest_sha256(shards_url: str) -> str:

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 MANIFESTS = sorted(INFRA.rglob("*.yaml"))
 VERSION = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.M)[1]
-IMAGE = f"registry.example.com/textboost/textboost:{VERSION}"
+# placeholders filled by envsubst at apply time (infra/README.md): registry org and git commit
+IMAGE = "ghcr.io/${TEXTBOOST_ORG}/textboost:${TEXTBOOST_GIT_SHA}"
 DOCKERFILE = (INFRA / "Dockerfile").read_text()
 NAMESPACE = "textboost"
 
@@ -149,7 +150,8 @@ def test_images_and_ray_versions_agree() -> None:
     for kind in ("RayCluster",):
         for doc in _of_kind(kind):
             assert doc["spec"]["rayVersion"] == ray_version
-    assert f":{VERSION}" in DOCKERFILE  # the build command in its header uses the same tag
+    assert f'org.opencontainers.image.version="{VERSION}"' in DOCKERFILE
+    assert f"-t {IMAGE} ." in DOCKERFILE  # the build command in its header: the same image
     for path, doc in DOCS:
         for container in _containers(doc):
             image = container["image"]
@@ -227,3 +229,76 @@ def test_mlflow_server_uses_postgres_and_an_object_store() -> None:
     url = f"http://mlflow.{NAMESPACE}.svc.cluster.local:{port}"
     for _, argv in JOB_COMMANDS:
         assert load_config(_config_of(argv)).mlflow.tracking_uri == url
+
+
+def test_image_placeholders_fill_to_a_valid_reference() -> None:
+    """``envsubst`` of the two placeholders (and only them) gives a pullable image name."""
+    import string
+
+    env = {"TEXTBOOST_ORG": "acme", "TEXTBOOST_GIT_SHA": "0123abcd" * 5}
+    image = string.Template(IMAGE).substitute(env)
+    assert image == f"ghcr.io/acme/textboost:{'0123abcd' * 5}"
+    assert re.fullmatch(r"[a-z0-9.-]+(/[a-z0-9._-]+)+:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", image)
+    readme = (INFRA / "README.md").read_text()
+    assert "envsubst '${TEXTBOOST_ORG} ${TEXTBOOST_GIT_SHA}'" in readme  # nothing else replaced
+
+
+def test_image_records_its_git_commit(monkeypatch) -> None:
+    assert re.search(r"^ARG GIT_COMMIT=", DOCKERFILE, re.M)
+    assert 'org.opencontainers.image.revision="${GIT_COMMIT}"' in DOCKERFILE
+    assert re.search(r'^ENV TEXTBOOST_GIT_COMMIT="\$\{GIT_COMMIT\}"$', DOCKERFILE, re.M)
+    assert "--build-arg GIT_COMMIT=${TEXTBOOST_GIT_SHA}" in DOCKERFILE  # tag == commit
+    from pipeline.training import git_commit
+
+    assert re.fullmatch(r"[0-9a-f]{40}", git_commit())  # this checkout: git itself
+    monkeypatch.setenv("PATH", "/nonexistent")  # as in the image: no git, no .git
+    monkeypatch.setenv("TEXTBOOST_GIT_COMMIT", "feedface" * 5)
+    assert git_commit() == "feedface" * 5
+    monkeypatch.delenv("TEXTBOOST_GIT_COMMIT")
+    assert git_commit() == "unknown"
+
+
+def test_every_ray_pod_has_a_memory_backed_dev_shm() -> None:
+    for cluster in _of_kind("RayCluster"):
+        spec = cluster["spec"]
+        for group in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
+            pod = group["template"]["spec"]
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            (container,) = pod["containers"]
+            (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+            shm = volumes[mount["name"]]["emptyDir"]
+            assert shm["medium"] == "Memory", container["name"]
+            limit = _quantity(container["resources"]["limits"]["memory"])
+            assert 2**30 <= _quantity(shm["sizeLimit"]) <= limit / 2, container["name"]
+
+
+def test_training_ranks_share_one_multi_gpu_pod() -> None:
+    """NCCL all-reduce stays inside a node: one pod holds all the GPUs a job's ranks use."""
+    (cluster,) = _of_kind("RayCluster")
+    (gpu,) = [g for g in cluster["spec"]["workerGroupSpecs"] if "num-gpus" in g["rayStartParams"]]
+    per_pod = int(gpu["rayStartParams"]["num-gpus"])
+    assert per_pod >= 8  # a whole 8-GPU node, not one 1-GPU pod per GPU
+    for job, argv in JOB_COMMANDS:
+        if argv[2] == "jobs.train":
+            assert load_config(_config_of(argv)).train.num_workers <= per_pod, job
+
+
+def test_training_deadlines_cover_the_configured_steps() -> None:
+    """activeDeadlineSeconds >= steps / the assumed step rate (annotated on the job); stage 1's
+    deadline is that arithmetic plus a margin for restarts, not an unrelated number."""
+    seen = set()
+    for job in _of_kind("RayJob"):
+        argv = _commands(job["spec"]["entrypoint"])[0]
+        if argv[2] != "jobs.train":
+            continue
+        rate = float(job["metadata"]["annotations"]["textboost.io/assumed-steps-per-second"])
+        assert 0.5 <= rate <= 10, job["metadata"]["name"]  # realistic for ELIC on 8 GPUs
+        train = load_config(_config_of(argv)).train
+        needed = train.epochs * train.steps_per_epoch / rate
+        deadline = job["spec"]["activeDeadlineSeconds"]
+        assert deadline >= needed, (job["metadata"]["name"], deadline, needed)
+        stage = job["metadata"]["labels"]["textboost.io/stage"]
+        if stage == "train-stage1":
+            assert deadline <= 1.5 * needed
+        seen.add(stage)
+    assert seen == {"train-stage1", "train-stage2"}

@@ -19,7 +19,7 @@ from pipeline.loader import (
     derive_seed,
     make_loader,
     random_crop,
-    rank_shards,
+    reader_shards,
     text_mask,
 )
 from textboost.errors import ShardError
@@ -124,11 +124,53 @@ def test_bad_samples_raise_shard_error(change, message):
         decode_sample(sample)
 
 
-def test_rank_shards_split_by_node_then_worker():
-    urls = [f"s{i}" for i in range(8)]
-    parts = [rank_shards(urls, r, 2, w, 2) for r in range(2) for w in range(2)]
-    assert sorted(sum(parts, [])) == sorted(urls)  # disjoint and complete
-    assert rank_shards(urls[:1], 1, 2, 0, 2) == urls[:1]  # too few shards: resample them all
+def _reads(urls: list[str], world: int, workers: int, per_reader: int, seed=0) -> dict:
+    """How often each shard is read when every reader takes its next ``per_reader`` shards."""
+    from collections import Counter
+    from itertools import islice
+
+    counts = Counter({u: 0 for u in urls})
+    for r in range(world):
+        for w in range(workers):
+            counts.update(islice(reader_shards(urls, r, world, w, workers, seed), per_reader))
+    return counts
+
+
+def test_reader_shards_read_every_shard_equally():
+    urls = [f"s{i}" for i in range(44)]  # stage 2 at paper scale: 44 shards, 8 ranks x 4 workers
+    for per_reader in (1, 2, 5, 11, 30):
+        counts = _reads(urls, 8, 4, per_reader)
+        assert sum(counts.values()) == 32 * per_reader
+        assert max(counts.values()) - min(counts.values()) <= 1, (per_reader, counts)
+    assert set(_reads(urls, 8, 4, 11).values()) == {8}  # 352 reads = 8 full rounds
+    # the old split (a fixed slice per reader, resampled) read 12 of 44 shards 2x as often:
+    # slices of 1 or 2 shards, drawn at the same rate
+    slices = [urls[r::8][w::4] for r in range(8) for w in range(4)]
+    assert sorted({len(s) for s in slices}) == [1, 2]
+    # same seed: the same sequence; another seed (epoch): another order
+    from itertools import islice
+
+    mine = list(islice(reader_shards(urls, 1, 8, 2, 4, 7), 20))
+    assert mine == list(islice(reader_shards(urls, 1, 8, 2, 4, 7), 20))
+    assert mine != list(islice(reader_shards(urls, 1, 8, 2, 4, 8), 20))
+    one = list(islice(reader_shards(urls[:1], 1, 2, 1, 2), 3))
+    assert one == urls[:1] * 3  # fewer shards than readers: every reader still reads
+    with pytest.raises(ShardError):
+        next(reader_shards([], 0, 1, 0, 1))
+
+
+def test_every_sample_is_drawn_equally_per_epoch(shards):
+    """4 shards of 3 samples over 3 readers (3 ranks): over an epoch each sample is drawn
+    the same number of times (the old fixed slices gave ranks 2, 1 and 1 shards)."""
+    from collections import Counter
+
+    drawn: Counter = Counter()
+    for rank in range(3):
+        spec = LoaderSpec(shards, batch_size=3, crop_size=32, seed=1, rank=rank, world_size=3,
+                          num_workers=0, with_mask=False, shuffle_buffer=1)  # fmt: skip
+        for batch in make_loader(spec, steps=8, epoch_tag=0):
+            drawn.update(batch["keys"])
+    assert len(drawn) == 12 and set(drawn.values()) == {6}, drawn  # 24 shard reads, 6 rounds
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -145,7 +187,8 @@ def test_every_rank_gets_the_same_batches_count_with_aligned_crops(shards, num_w
             _check_alignment(b)
         keys_by_rank.append({k for b in batches for k in b["keys"]})
     shard_of = lambda key: key.split("_")[1]  # noqa: E731
-    assert not {shard_of(k) for k in keys_by_rank[0]} & {shard_of(k) for k in keys_by_rank[1]}
+    assert keys_by_rank[0] != keys_by_rank[1]  # ranks draw their own streams
+    assert {shard_of(k) for keys in keys_by_rank for k in keys} == {"0", "1", "2", "3"}
 
 
 def test_same_seed_same_batches_other_epoch_other_batches(shards):

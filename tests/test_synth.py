@@ -209,9 +209,8 @@ def test_rapidocr_reads_large_words_not_tiny_ones():
     fail if the text were garbled, mis-annotated (a shifted polygon matches no detection) or
     unreadably rendered, or if tiny words were as easy to read as large ones.
     """
-    from rapidocr_onnxruntime import RapidOCR
+    from textboost.ocr import run_rapidocr
 
-    engine = RapidOCR()
     shares = []
     for cap_min, cap_max, n_images in ((28.0, 48.0, 3), (6.0, 8.0, 2)):
         style = SynthStyle(cap_min=cap_min, cap_max=cap_max, max_angle=0.0, illegible_prob=0.0)
@@ -220,8 +219,8 @@ def test_rapidocr_reads_large_words_not_tiny_ones():
             image, words = synth_image(
                 index, 7, max_side=512, min_side=384, words=(6, 10), style=style
             )
-            decoded = np.asarray(Image.open(io.BytesIO(jpeg_bytes(image))).convert("RGB"))
-            result, _ = engine(decoded)
+            decoded = Image.open(io.BytesIO(jpeg_bytes(image)))
+            result = run_rapidocr(decoded)  # the shared engine, RGB -> BGR
             flags = ocr_read_flags(result, words)
             read, total = read + sum(flags), total + len(flags)
         assert total >= 10

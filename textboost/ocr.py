@@ -7,6 +7,8 @@
 * ICDAR 2015 ground truth: one ``x1,y1,...,x4,y4,transcription`` line per word, UTF-8 with
   a BOM, commas allowed inside the transcription, ``###`` for illegible words.
 * RapidOCR output: a list of ``[box 4x2, text, score]`` (or the ``(result, elapse)`` pair).
+  The engine is built in one place (``rapidocr_engine``) and fed through one function
+  (``run_rapidocr``): RapidOCR reads a numpy array as BGR, so RGB images are converted there.
 
 Sources are fsspec URLs (path, ``file://``, ``memory://``, ``s3://``) or the file's bytes.
 Malformed annotations raise ``AnnotationError`` naming the file and the annotation.
@@ -21,6 +23,7 @@ import os
 import time
 from array import array
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -267,6 +270,55 @@ def read_icdar2015_gt(source: Source, name: str | None = None) -> list[Word]:
 
 
 # --------------------------------------------------------------------------- RapidOCR
+
+
+@lru_cache(maxsize=4)
+def rapidocr_engine(threads: int = 1, text_score: float = 0.5):
+    """The process-wide RapidOCR engine (the only place one is built; loading takes ~1 s).
+
+    ``threads`` ONNX intra-op threads (1: reproducible, one engine per Ray task process),
+    one inter-op thread; ``text_score`` is RapidOCR's own default (0.5).
+    """
+    from rapidocr_onnxruntime import RapidOCR
+
+    return RapidOCR(
+        intra_op_num_threads=int(threads), inter_op_num_threads=1, text_score=float(text_score)
+    )
+
+
+def to_rapidocr(image: Any) -> np.ndarray:
+    """An RGB image (PIL image of any mode, or an HxWx3 RGB / HxW gray uint8 array) as the
+    contiguous HxWx3 **BGR** uint8 array RapidOCR expects (it reads arrays as OpenCV BGR)."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        rgb = np.asarray(image.convert("RGB"))
+    else:
+        rgb = np.asarray(image)
+        if rgb.ndim == 2:
+            rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(
+                f"OCR input must be an RGB PIL image or an HxWx3 uint8 RGB array, got "
+                f"{rgb.dtype} array of shape {rgb.shape}"
+            )
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def run_rapidocr(image: Any, engine: Any = None, **kwargs: Any) -> list | None:
+    """RapidOCR's raw result (``[[box, text, score], ...]`` or None) on an RGB image.
+
+    Every OCR call site goes through here, so all of them see the same (BGR) pixels as
+    ``textboost compress --ocr auto``. ``engine`` defaults to ``rapidocr_engine()``.
+    """
+    engine = rapidocr_engine() if engine is None else engine
+    result, _ = engine(to_rapidocr(image), **kwargs)
+    return result
+
+
+def ocr_image_words(image: Any, min_score: float = 0.0) -> list[Word]:
+    """Words RapidOCR finds in an RGB image (the shared engine; see ``run_rapidocr``)."""
+    return words_from_rapidocr(run_rapidocr(image), min_score=min_score)
 
 
 def words_from_rapidocr(result: Any, min_score: float = 0.0) -> list[Word]:

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from textboost.errors import AnnotationError
+from textboost.ocr import run_rapidocr
 from textboost.words import Word
 
 WORD_GAP = 0.25  # gap between character boxes (line heights) that may separate two words
@@ -155,20 +156,19 @@ class Spotter:
     """
 
     def __init__(self, threads: int = 1, text_score: float = 0.5) -> None:
-        from rapidocr_onnxruntime import RapidOCR
+        from textboost.ocr import rapidocr_engine
 
         self.threads = threads
         self.text_score = text_score
-        self._engine = RapidOCR(
-            intra_op_num_threads=threads, inter_op_num_threads=1, text_score=text_score
-        )
-        self._lock = threading.Lock()
+        self._engine = rapidocr_engine(threads, text_score)
+        self._lock = _engine_lock(threads, text_score)  # engines are shared per setting
 
     def lines(self, image: Image.Image) -> list[tuple]:
         """Raw line results: (box, text, score, char_boxes or None)."""
         with self._lock:
-            result, _ = self._engine(
-                image.convert("RGB"),
+            result = run_rapidocr(
+                image,
+                self._engine,
                 return_word_box=True,
                 text_score=self.text_score,
                 box_thresh=0.5,
@@ -188,6 +188,12 @@ class Spotter:
         for box, text, _, char_boxes in self.lines(image):
             words.extend(split_line(box, text, char_boxes, gray))
         return words
+
+
+@lru_cache(maxsize=4)
+def _engine_lock(threads: int, text_score: float) -> threading.Lock:
+    """One lock per shared engine (``textboost.ocr.rapidocr_engine`` caches by the same key)."""
+    return threading.Lock()
 
 
 @lru_cache(maxsize=2)
