@@ -351,7 +351,13 @@ def evaluate_item(task: EvalTask) -> list[dict]:
         model = _model(uri, identity, device)
         ctx: dict = {"lpips": task.with_lpips, "spotter": spotter}
         t0 = time.perf_counter()
-        rows = evaluate_sample(model, label, sample, cfg, ctx)
+        try:
+            rows = evaluate_sample(model, label, sample, cfg, ctx)
+        except CheckpointError:
+            raise
+        except TextBoostError as exc:  # e.g. an image the codec refuses: the image is a reject
+            reason = f"{type(exc).__name__} under {label}: {exc}"
+            return [{**base, "id": task.original_id, "model": "-", "reject": reason}]
         line = {**base, "id": line_id, "model": label, "rows": rows}
         line["timing"] = {**ctx["timing"], "total_s": time.perf_counter() - t0}
         if label in task.crops:
@@ -556,7 +562,8 @@ def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | N
             sync(store.path)
         raise
     progress.close()
-    store.close([lid for i in sorted(seen) for lid in (seen[i][1], *seen[i][2])])
+    ids = [lid for i in sorted(seen) for lid in (seen[i][1], *seen[i][2])]
+    store.close([lid for lid in ids if lid in store.lines])  # a reject has no model lines
     if not evaluable:
         raise TextBoostError(f"no evaluable images in eval.dataset ({len(seen)} rejected)")
     rows, rejects, timings, crops = [], [], [], []
