@@ -305,7 +305,8 @@ class EvalTask:
     with_lpips: bool = False
 
 
-_MODELS: dict[tuple[str, str], object] = {}  # (uri, device) -> model, once per process
+# (uri, device) -> (model identity, model): loaded once per process, again if the file changed
+_MODELS: dict[tuple[str, str], tuple[str, object]] = {}
 
 
 def _device(cfg: TextBoostConfig) -> str:
@@ -321,15 +322,17 @@ def _device(cfg: TextBoostConfig) -> str:
 def _model(uri: str, identity: str, device: str):
     from textboost.checkpoint import load_checkpoint
 
-    if (uri, device) not in _MODELS:
+    cached = _MODELS.get((uri, device))
+    if cached is None or cached[0] != identity:
+        _MODELS.pop((uri, device), None)
         model, meta = load_checkpoint(uri)
-        _MODELS[(uri, device)] = model.to(device)
         if meta.get("model_identity") != identity:
             raise CheckpointError(
                 f"{uri} changed during the evaluation (model {meta.get('model_identity')}, "
                 f"the driver loaded {identity}); run it again"
             )
-    return _MODELS[(uri, device)]
+        cached = _MODELS[(uri, device)] = (identity, model.to(device))
+    return cached[1]
 
 
 def evaluate_item(task: EvalTask) -> list[dict]:
