@@ -2,10 +2,12 @@
 F1 and baselines (paper 5.1.3), written to ``eval.out`` and logged to MLflow.
 
 Config section ``eval``: ``models`` (checkpoint paths or MLflow model URIs; several lambdas give a
-curve), ``dataset`` (synthetic | textocr | icdar2015 | folder), ``limit``, ``baselines``
-(jpeg, webp, backbone, avif, avif_min, avif_half), ``ocr``, ``out``, ``crops``, ``lpips``,
-``track``, ``register``; the side-info filter threshold is ``data.filter.t_test``. Prints the
-results table.
+curve), ``dataset`` (synthetic | textocr | icdar2015 | folder | shards: the built val shards),
+``limit``, ``baselines`` (jpeg, webp, backbone, avif, avif_min, avif_half), ``ocr``, ``out``,
+``crops``, ``lpips``, ``track``, ``register``, ``workers`` (Ray tasks at once; 0 = in this
+process), ``cpus_per_worker``, ``use_gpu``, ``gpus_per_worker``; the side-info filter threshold
+is ``data.filter.t_test``. Finished images go to ``<out>/rows.jsonl``: run the same command again
+to resume a stopped evaluation. Prints the results table.
 """
 
 from __future__ import annotations

@@ -100,6 +100,10 @@ def _run_data(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     out = {}
     sources = {"train": cfg.data.train, "val": cfg.data.val, "eval": eval_source(cfg)}
     for name, src in sources.items():
+        if src.kind == "shards":  # built by the next stage; their manifest keys the evaluation
+            out[name] = {"kind": "shards", "shards": src.images}
+            say(f"  {name}: the val shards under {src.images}")
+            continue
         refs = list_source(src, "train" if name == "train" else "val", cfg.data.synth)
         out[name] = {"kind": src.kind, "samples": len(refs), "fingerprint": fingerprint(refs)}
         say(f"  {name}: {src.kind}, {len(refs)} samples")
@@ -214,14 +218,20 @@ def _train_intact(outputs: dict) -> bool:
 
 
 def _eval_key(cfg: TextBoostConfig, done: dict) -> dict:
-    return {
-        "eval": {k: v for k, v in to_dict(cfg.eval).items() if k not in ("models", "register")},
+    # execution settings (eval.workers and its resources) do not change the outputs
+    execution = ("models", "register", "workers", "cpus_per_worker", "gpus_per_worker")
+    execution += () if cfg.eval.use_gpu else ("use_gpu",)
+    key = {
+        "eval": {k: v for k, v in to_dict(cfg.eval).items() if k not in execution},
         "data": to_dict(cfg.data),
         "source": done["data"]["eval"],
         "side_info_format": cfg.shards.side_info_format,
         "checkpoint_sha256": done["stage2"]["checkpoint_sha256"],
         "mlflow": [cfg.mlflow.tracking_uri, cfg.mlflow.experiment],
     }
+    if cfg.eval.dataset.kind == "shards":  # evaluated on the val shards the stage built
+        key["eval_shards"] = done["shards"]["manifest_sha256"]
+    return key
 
 
 def _run_eval(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
@@ -232,6 +242,8 @@ def _run_eval(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     run_cfg = copy.deepcopy(cfg)
     run_cfg.eval.models = [done["stage2"]["checkpoint"]]
     run_cfg.eval.track, run_cfg.eval.register = True, False
+    if cfg.eval.workers > 0:
+        ensure_ray(cfg)
     summary = run_evaluation(run_cfg)
     path = f"{cfg.eval.out.rstrip('/')}/summary.json"
     return {"summary": summary, "run_id": summary["run_id"], "summary_sha256": sha256_url(path)}

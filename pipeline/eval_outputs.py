@@ -145,13 +145,17 @@ def crop_panel(sample: Sample, label: str, ctx: dict, rows: list[dict], side: in
     """(file name, side-by-side image): original, JPEG, backbone, TextBoost, guidance map."""
     from PIL import ImageDraw, ImageFont
 
-    from textboost import container
-    from textboost.codec import decode_words
-    from textboost.guidance import render_guidance
-
     box = _crop_window(sample, side)
-    c = container.unpack(ctx["container"])
-    guide = Image.fromarray(render_guidance(decode_words(c), c.height, c.width)).convert("RGB")
+    if "guidance" in ctx:  # the decoder's guidance map (evaluate_sample keeps it)
+        guidance = ctx["guidance"]
+    else:
+        from textboost import container
+        from textboost.codec import decode_words
+        from textboost.guidance import render_guidance
+
+        c = container.unpack(ctx["container"])
+        guidance = render_guidance(decode_words(c), c.height, c.width)
+    guide = Image.fromarray(guidance).convert("RGB")
     bpp = {r["method"]: r["bpp"] for r in rows}
     panels = [("Original", sample.image)]
     for m in ("jpeg", "webp", "backbone", "textboost"):
@@ -168,9 +172,14 @@ def crop_panel(sample: Sample, label: str, ctx: dict, rows: list[dict], side: in
 
 
 def save_crops(crops: list[tuple], folder: str) -> None:
+    """``(name, sheet)`` pairs: a PIL image, or its PNG bytes (``sheet.save(.., "PNG")``)."""
     os.makedirs(folder, exist_ok=True)
     for name, sheet in crops:
-        sheet.save(os.path.join(folder, name), format="PNG")
+        if isinstance(sheet, bytes):
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(sheet)
+        else:
+            sheet.save(os.path.join(folder, name), format="PNG")
 
 
 def rd_plot(means: list[dict], models: list[str], methods: list[str], path: str) -> None:

@@ -1,17 +1,20 @@
-"""Executors for the shard builder: Ray tasks (the only module of the builder importing Ray)
-or a plain loop in this process (benchmarks, debugging).
+"""Executors for the shard builder and the evaluation: Ray tasks (the only module of either
+importing Ray) or a plain loop in this process (benchmarks, debugging, ``eval.workers: 0``).
 
 Ray is embedded by default (``ray.init()`` on this machine); ``ray.address`` or the
 ``RAY_ADDRESS`` environment variable connects to a cluster instead. One task per shard,
 ``shards.cpus_per_task`` CPUs each, at most ``shards.max_in_flight`` tasks submitted at once,
 retried ``shards.max_retries`` times when a worker dies or an I/O error escapes the task.
-Tasks return small results (stats); results are handed back in submission order.
+Tasks return small results (stats, result rows); results are handed back in submission order
+(or not kept at all, ``keep_results=False``: ``on_done`` consumes them as they finish, so a
+long stream of tasks holds only its in-flight window). ``tasks`` may be any iterable (a
+generator is consumed lazily, at most ``max_in_flight`` items ahead).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from textboost.config import RayConfig
@@ -46,25 +49,33 @@ def ensure_ray(ray_cfg: RayConfig, dashboard: bool = False) -> str | None:
     return context.dashboard_url if dashboard else None
 
 
-def run_local(fn: Callable[[T], R], tasks: Sequence[T], on_done: Callable[[R], None]) -> list[R]:
+def run_local(
+    fn: Callable[[T], R],
+    tasks: Iterable[T],
+    on_done: Callable[[R], None],
+    keep_results: bool = True,
+) -> list[R]:
     """The same task function in a plain loop, in this process."""
     results = []
     for task in tasks:
         result = fn(task)
         on_done(result)
-        results.append(result)
+        if keep_results:
+            results.append(result)
     return results
 
 
 def run_ray(
     fn: Callable[[T], R],
-    tasks: Sequence[T],
+    tasks: Iterable[T],
     on_done: Callable[[R], None],
     *,
     ray_cfg: RayConfig,
     cpus_per_task: float = 1.0,
+    gpus_per_task: float = 0.0,
     max_in_flight: int = 8,
     max_retries: int = 3,
+    keep_results: bool = True,
 ) -> list[R]:
     """One Ray task per item, a bounded window of tasks in flight, results in task order."""
     import ray
@@ -72,10 +83,11 @@ def run_ray(
     ensure_ray(ray_cfg)
     remote = ray.remote(fn).options(
         num_cpus=cpus_per_task,
+        num_gpus=gpus_per_task,
         max_retries=max_retries,
         retry_exceptions=RETRY_EXCEPTIONS,
     )
-    results: list[Any] = [None] * len(tasks)
+    results: list[Any] = []
     pending: dict[Any, int] = {}
     queue = iter(enumerate(tasks))
     exhausted = False
@@ -87,13 +99,17 @@ def run_ray(
                     exhausted = True
                     break
                 pending[remote.remote(item[1])] = item[0]
+                if keep_results:
+                    results.append(None)
             if not pending:
                 break
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 index = pending.pop(ref)
-                results[index] = ray.get(ref)
-                on_done(results[index])
+                result = ray.get(ref)
+                if keep_results:
+                    results[index] = result
+                on_done(result)
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
@@ -103,24 +119,28 @@ def run_ray(
 
 def run_tasks(
     fn: Callable[[T], R],
-    tasks: Sequence[T],
+    tasks: Iterable[T],
     on_done: Callable[[R], None],
     *,
     executor: str,
     ray_cfg: RayConfig,
     cpus_per_task: float = 1.0,
+    gpus_per_task: float = 0.0,
     max_in_flight: int = 8,
     max_retries: int = 3,
+    keep_results: bool = True,
 ) -> list[R]:
-    """Dispatch to ``run_ray`` or ``run_local`` (``shards.executor``)."""
-    if executor == "local" or not tasks:
-        return run_local(fn, tasks, on_done)
+    """Dispatch to ``run_ray`` or ``run_local`` (``shards.executor``, ``eval.workers``)."""
+    if executor == "local" or (isinstance(tasks, list | tuple) and not tasks):
+        return run_local(fn, tasks, on_done, keep_results)
     return run_ray(
         fn,
         tasks,
         on_done,
         ray_cfg=ray_cfg,
         cpus_per_task=cpus_per_task,
+        gpus_per_task=gpus_per_task,
         max_in_flight=max_in_flight,
         max_retries=max_retries,
+        keep_results=keep_results,
     )

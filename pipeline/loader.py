@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import random
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -369,3 +370,23 @@ def shard_list(shards_url: str, split: str = "train") -> list[str]:
     from pipeline.shards import shard_urls
 
     return list(shard_urls(shards_url, split))
+
+
+def iter_samples(urls: list[str], storage_options: dict | None = None) -> Iterator[dict]:
+    """Every sample (``__key__`` plus its fields' bytes) of the shards, in order, streamed: the
+    training loader's tar reader without resampling, shuffling or cropping (the evaluation
+    reads the val shards with it). A damaged shard raises ``ShardError``."""
+    import fsspec
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    def streams() -> Iterator[dict]:
+        for url in urls:
+            with fsspec.open(url, "rb", **(storage_options or {})) as stream:
+                yield {"url": url, "stream": stream}
+
+    try:
+        yield from group_by_keys(tar_file_expander(streams()))
+    except (tarfile.TarError, ValueError) as exc:
+        raise ShardError(
+            f"cannot read shard: {exc}; check it with `textboost shards verify`"
+        ) from None

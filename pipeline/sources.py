@@ -93,6 +93,10 @@ def list_source(
     src: SourceConfig, split: str = "train", synth: SynthConfig | None = None
 ) -> list[SampleRef]:
     """Sorted, de-duplicated sample references of one source (``limit`` applied last)."""
+    if src.kind == "shards":
+        raise ConfigError(
+            "kind=shards names built shards, not a source to list: only eval.dataset reads them"
+        )
     if src.kind == "synthetic":
         refs = _synthetic(src, split, synth or SynthConfig())
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -187,40 +188,84 @@ def encode_image(
     return container.pack(c)
 
 
+def colour_maps(
+    model: TextBoost, words: list[Word], colour_block: bytes, guidance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The colour guidance map (HxWx3 uint8) and box mask (HxW uint8) of a colour model's
+    fusion block, from the container's colour block; None for a model without colour."""
+    if not model.needs_colour:
+        return None
+    from textboost import colours
+
+    if words and not colour_block:
+        raise ContainerError(
+            "the container has no colour block but the model's fusion block needs the "
+            "word colours: it was not written by this model"
+        )
+    table = colours.unpack(colour_block, len(words))
+    return colours.colour_guidance(guidance, words, table)
+
+
 def fusion_inputs(
-    model: TextBoost, words: list[Word], colour_block: bytes, height: int, width: int
+    model: TextBoost,
+    words: list[Word],
+    colour_block: bytes,
+    height: int,
+    width: int,
+    guidance: np.ndarray | None = None,
+    maps: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """What the fusion block takes, as the decoder renders it: ``guidance`` (1x1xHxW) and,
-    for the colour block, ``cmap`` (1x3xHxW in [0, 1]) and ``box`` (1x1xHxW)."""
+    for the colour block, ``cmap`` (1x3xHxW in [0, 1]) and ``box`` (1x1xHxW). ``guidance``
+    and ``maps``: already rendered (``render_guidance``, ``colour_maps``)."""
     from textboost.guidance import render_guidance
 
-    g = render_guidance(words, height, width)  # HxW uint8, text white on black
+    g = render_guidance(words, height, width) if guidance is None else guidance  # HxW uint8
     out = {"guidance": torch.from_numpy(np.asarray(g, dtype=np.float32) / 255.0)[None, None]}
-    if model.needs_colour:
-        from textboost import colours
-
-        if words and not colour_block:
-            raise ContainerError(
-                "the container has no colour block but the model's fusion block needs the "
-                "word colours: it was not written by this model"
-            )
-        table = colours.unpack(colour_block, len(words))
-        cmap, box = colours.colour_guidance(g, words, table)
+    if maps is None:
+        maps = colour_maps(model, words, colour_block, g)
+    if maps is not None:
+        cmap, box = maps
         out["cmap"] = torch.from_numpy(cmap.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
         out["box"] = torch.from_numpy(box.astype(np.float32))[None, None]
     return out
+
+
+@dataclass
+class Decoded:
+    """Everything one decode of a container yields: the TextBoost image (``image``, what
+    ``decode_container`` returns), the backbone's output from the same latents (``base``,
+    ``textboost.baselines.decode_backbone``), the side-info words, the guidance map (HxW uint8)
+    and, for a colour model, the colour guidance map and box mask."""
+
+    image: Image.Image
+    base: Image.Image
+    container: container.Container
+    words: list[Word]
+    guidance: np.ndarray
+    maps: tuple[np.ndarray, np.ndarray] | None  # colour model: ``colour_maps``
 
 
 def decode_container(
     model: TextBoost, data: bytes, max_pixels: int = MAX_DECODE_PIXELS
 ) -> Image.Image:
     """Decode container bytes with ``model``; any bad or foreign input -> ``ContainerError``."""
+    return decode_full(model, data, max_pixels).image
+
+
+def decode_full(model: TextBoost, data: bytes, max_pixels: int = MAX_DECODE_PIXELS) -> Decoded:
+    """``decode_container`` keeping what it computed on the way (one entropy decode, one
+    side-info decode): the evaluation scores TextBoost, the backbone and the overlay from it."""
+    from textboost.guidance import render_guidance
+
     c = container.unpack(data)
     _check_compatible(model, c, max_pixels)
     padded_h, padded_w = c.height + c.padding[2] + c.padding[3], c.width + sum(c.padding[:2])
     strings = guarded_strings(model, c.strings, padded_h, padded_w)
     words = decode_words(c)
-    inputs = fusion_inputs(model, words, c.colours, c.height, c.width)
+    guidance = np.asarray(render_guidance(words, c.height, c.width))
+    maps = colour_maps(model, words, c.colours, guidance)
+    inputs = fusion_inputs(model, words, c.colours, c.height, c.width, guidance, maps)
     shape = model.latent_shape(padded_h, padded_w)
     model.ensure_updated()
     with torch.inference_mode(), _eval_mode(model):
@@ -228,7 +273,8 @@ def decode_container(
             out = model.decompress(strings, shape, **inputs)
         except (RuntimeError, ValueError, AssertionError, IndexError, OverflowError) as exc:
             raise ContainerError(f"latent strings could not be entropy-decoded: {exc}") from None
-    return tensor_to_image(out["x_hat"])
+    image, base = tensor_to_image(out["x_hat"]), tensor_to_image(out["x_base"])
+    return Decoded(image, base, c, words, guidance, maps)
 
 
 def string_symbols(model: TextBoost, padded_h: int, padded_w: int) -> int:

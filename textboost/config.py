@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from textboost.errors import ConfigError
 
-SOURCE_KINDS = ("synthetic", "textocr", "icdar2015", "imagenet", "folder")
+SOURCE_KINDS = ("synthetic", "textocr", "icdar2015", "imagenet", "folder", "shards")
 BACKBONES = ("elic", "hyperprior")
 FUSIONS = ("paper", "colour")
 # overlay: the no-learning use of a colour container's side info (colour models only)
@@ -74,7 +74,9 @@ class SynthConfig:
 class SourceConfig:
     """One input dataset. URLs are fsspec URLs (local path, file://, memory://, s3://)."""
 
-    kind: str = "synthetic"  # synthetic | textocr | icdar2015 | imagenet | folder
+    # synthetic | textocr | icdar2015 | imagenet | folder | shards (eval.dataset only: the
+    # built val shards, ``images`` = their folder, empty = shards.out)
+    kind: str = "synthetic"
     images: str = ""  # image root folder (or tar file / folder of tars for imagenet)
     annotations: str = ""  # TextOCR JSON file or ICDAR 2015 gt folder
     ocr: str = "annotations"  # annotations | auto (run the OCR engine) | none
@@ -105,6 +107,14 @@ class DataConfig:
     train: SourceConfig = field(default_factory=SourceConfig)
     val: SourceConfig = field(default_factory=SourceConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val"):
+            if getattr(self, split).kind == "shards":
+                raise ConfigError(
+                    f"data.{split}.kind=shards: shards are built from data.{split}; only "
+                    "eval.dataset can read them"
+                )
 
 
 @dataclass
@@ -258,8 +268,23 @@ class EvalConfig:
     # Side-info filter threshold at evaluation (average character area, px^2); 0 = the val
     # split's data.filter.t_test. A large value sends every legible word.
     t_test: float = 0.0
+    # Ray tasks evaluating images at once (one image under every model per task); 0 = in
+    # this process. Rows are written to ``<out>/rows.jsonl`` as images finish, so a stopped
+    # evaluation resumes where it stopped; outputs are the same bytes for any value.
+    workers: int = 0
+    cpus_per_worker: float = 1.0  # Ray CPUs per evaluation task (OCR, metrics, baselines)
+    use_gpu: bool = False  # the codec on a GPU (needs the same device for every run to compare)
+    gpus_per_worker: float = 0.25  # with use_gpu and workers > 0: the GPU share of each task
 
     def __post_init__(self) -> None:
+        _check_range("eval.workers", self.workers, 0)
+        _check_range("eval.cpus_per_worker", self.cpus_per_worker, 0, exclusive_low=True)
+        _check_range("eval.gpus_per_worker", self.gpus_per_worker, 0, exclusive_low=True)
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ConfigError(
+                f"eval.gpus_per_worker={self.gpus_per_worker}: a share of one GPU (<= 1) or "
+                "a whole number"
+            )
         for b in self.baselines:
             _check_choice("eval.baselines[]", b, BASELINES)
         _check_choice("eval.ocr", self.ocr, ("annotations", "auto"))
