@@ -133,6 +133,20 @@ class Stepper:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
+def restore(stepper: Stepper, state: dict | None, device: torch.device) -> None:
+    """Move the model to ``device``, then load the trainer state (optimizers, LR schedule).
+
+    The order matters: ``Optimizer.load_state_dict`` casts every state tensor (Adam's
+    ``exp_avg``/``exp_avg_sq``) to the device of its parameter *at load time*, and the
+    parameters are the same objects before and after ``.to`` (and ``prepare_model``). Loading
+    first would leave the moments on the CPU and the first step after a resume on a GPU would
+    fail on mixed devices. (Adam's scalar ``step`` stays on the CPU by torch's design.)
+    """
+    stepper.model.to(device)
+    if state is not None:
+        stepper.load_state_dict(state)
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -245,8 +259,7 @@ def train_loop_per_worker(args: dict) -> None:
     total_steps = tcfg.epochs * tcfg.steps_per_epoch
     model, state = _initial_model(args, tcfg)
     stepper = Stepper(model, tcfg, device, total_steps)  # stage 2: freezes the backbone
-    if state is not None:
-        stepper.load_state_dict(state)
+    restore(stepper, state, device)
     step = int(state["step"]) if state else 0
     resumes = list(state["resumes"]) + [step] if state else []
     # DDP over the trainable parameters. Buffers are not broadcast: nothing trains them, and

@@ -10,7 +10,7 @@ import torch
 
 from jobs.train import expand_overrides, main
 from pipeline.loader import LoaderSpec, make_loader, shard_list
-from pipeline.training import Stepper, lr_factor
+from pipeline.training import Stepper, lr_factor, restore
 from textboost.checkpoint import load_checkpoint
 from textboost.config import load_config
 from textboost.errors import ConfigError
@@ -93,6 +93,38 @@ def test_stage1_step_trains_everything_stage2_only_the_fusion_block(tmp_path, sh
         assert torch.equal(v, frozen[k]), f"stage 2 changed frozen tensor {k}"
     fusion = [k for k in frozen if k.startswith("fusion_block.project")]
     assert any(not torch.equal(model.state_dict()[k], frozen[k]) for k in fusion)
+
+
+def test_resume_puts_the_optimizer_state_on_the_model_device(tmp_path, shards):
+    """``restore`` (the worker's resume) on a model bound for another device: every Adam
+    moment must end up on its parameter's device. The ``meta`` device stands in for a GPU;
+    swapping parameters on conversion keeps the Parameter objects (as ``.to("cuda")`` does),
+    so the optimizer still holds the model's parameters after the move."""
+    cfg = _cfg(tmp_path, shards)
+    torch.manual_seed(0)
+    stepper = Stepper(build_model(cfg.model), cfg.train, torch.device("cpu"), total_steps=4)
+    for batch in _batches(shards, 1, with_mask=False):
+        stepper.step(batch)
+    state = {**stepper.state_dict(), "step": 1}
+    meta = torch.device("meta")
+    resumed = Stepper(build_model(cfg.model), cfg.train, meta, total_steps=4)
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        restore(resumed, state, meta)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)
+    checked = 0
+    for opt in (resumed.optimizer, resumed.aux_optimizer):
+        for group in opt.param_groups:
+            for p in group["params"]:
+                assert p.device == meta
+                for key, value in opt.state[p].items():
+                    if key != "step":  # Adam's scalar step count lives on the CPU by design
+                        assert value.device == p.device, key
+                        checked += 1
+    assert checked >= 2 * len(list(resumed.model.parameters()))
+    assert resumed.scheduler.last_epoch == stepper.scheduler.last_epoch
 
 
 # ------------------------------------------------------------------ real Ray Train runs
