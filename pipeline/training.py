@@ -23,6 +23,7 @@ import hashlib
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -203,33 +204,76 @@ def _initial_model(args: dict, tcfg: TrainConfig):
 
 
 class MetricLog:
-    """Rank-0 MLflow logging: every step's metrics, sent in batches every ``flush_s`` seconds
-    (and at checkpoints), so fast steps do not wait on the tracking store."""
+    """Rank-0 MLflow logging of the training metrics, cheap enough for millions of steps.
 
-    def __init__(self, tracking_uri: str, run_id: str, flush_s: float = 15.0):
+    Each metric is **averaged over a window** of ``log_every`` steps (over the steps of the
+    window that reported it) and logged once, at the window's last step: ``log_every=50`` gives
+    one row per metric per 50 steps (a window is also closed early at checkpoints and at the
+    end). Values may be device tensors: they are summed on the device and read once a window.
+    Rows are sent in batches every ``flush_s`` seconds and at checkpoints, so fast steps never
+    wait on the tracking store. A failing flush (server down, timeout) prints a one-line
+    warning and never stops training: the rows stay buffered and go with the next flush; at
+    most ``max_rows`` are kept (the oldest are dropped, and counted in ``dropped``).
+    """
+
+    def __init__(
+        self, tracking_uri: str, run_id: str, log_every: int = 1, flush_s: float = 15.0,
+        max_rows: int = 100_000,
+    ):  # fmt: skip
         from mlflow.tracking import MlflowClient
 
         self.client, self.run_id, self.flush_s = MlflowClient(tracking_uri), run_id, flush_s
-        self.pending: list[tuple[int, dict]] = []
+        self.log_every, self.max_rows = max(1, log_every), max_rows
+        self.pending: list[tuple[int, str, float]] = []  # (step, key, value) rows to send
+        self.sums: dict = {}
+        self.counts: dict[str, int] = {}
+        self.step, self.dropped, self.failures = 0, 0, 0
         self.last = time.monotonic()
 
     def add(self, step: int, values: dict) -> None:
-        self.pending.append((step, values))
+        for key, value in values.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.step = step
+        if step % self.log_every == 0:
+            self.close_window()
         if time.monotonic() - self.last >= self.flush_s:
             self.flush()
 
+    def close_window(self) -> None:
+        """Turn the window's sums into rows (mean per key) at the latest step."""
+        for key, total in self.sums.items():
+            self.pending.append((self.step, key, float(total) / self.counts[key]))
+        self.sums, self.counts = {}, {}
+        excess = len(self.pending) - self.max_rows
+        if excess > 0:
+            del self.pending[:excess]
+            self.dropped += excess
+
     def flush(self) -> None:
+        """Close the open window and send every buffered row (never raises)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(key, float(value), now, step)
-            for step, values in self.pending
-            for key, value in values.items()
-        ]
-        for i in range(0, len(metrics), 1000):  # MLflow's batch limit
-            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
-        self.pending, self.last = [], time.monotonic()
+        self.close_window()
+        self.last = time.monotonic()
+        now, sent = int(time.time() * 1000), 0
+        try:
+            while sent < len(self.pending):
+                chunk = self.pending[sent : sent + 1000]  # MLflow's batch limit
+                metrics = [Metric(key, value, now, step) for step, key, value in chunk]
+                self.client.log_batch(self.run_id, metrics=metrics)
+                sent += len(chunk)
+        except Exception as exc:  # any store failure: warn, keep the rows, train on
+            self.failures += 1
+            why = (str(exc).strip().splitlines() or [""])[0][:200]
+            print(
+                f"warning: MLflow metric flush failed at step {self.step} "
+                f"({type(exc).__name__}: {why}); {len(self.pending) - sent} rows kept for "
+                f"the next flush (at most {self.max_rows})",
+                file=sys.stderr,
+                flush=True,
+            )
+        del self.pending[:sent]
 
 
 def _maybe_inject_fault(step: int, tcfg: TrainConfig, rank: int, experiment_dir: str) -> None:
@@ -279,7 +323,9 @@ def train_loop_per_worker(args: dict) -> None:
         from pipeline.validation import Validator
 
         validator = Validator(args["val_urls"], tcfg.val_images, model.needs_colour)
-    mlog = MetricLog(args["tracking_uri"], args["mlflow_run_id"]) if rank == 0 else None
+    mlog = None
+    if rank == 0:
+        mlog = MetricLog(args["tracking_uri"], args["mlflow_run_id"], tcfg.log_every)
     skips = SkipTally()
     start_step, latest = step, {}
     while step < total_steps:

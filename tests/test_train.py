@@ -10,7 +10,7 @@ import torch
 
 from jobs.train import expand_overrides, main
 from pipeline.loader import LoaderSpec, make_loader, shard_list
-from pipeline.training import Stepper, lr_factor, restore
+from pipeline.training import MetricLog, Stepper, lr_factor, restore
 from textboost.checkpoint import load_checkpoint
 from textboost.config import load_config
 from textboost.errors import ConfigError
@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 TINY = [
     "model.backbone=hyperprior", "model.N=8", "model.M=8",
     "train.crop_size=64", "train.batch_size=2", "train.num_workers=2",
-    "train.loader_workers=1", "train.lr=1e-3",
+    "train.loader_workers=1", "train.lr=1e-3", "train.log_every=1",
 ]  # fmt: skip
 
 
@@ -125,6 +125,40 @@ def test_resume_puts_the_optimizer_state_on_the_model_device(tmp_path, shards):
                         checked += 1
     assert checked >= 2 * len(list(resumed.model.parameters()))
     assert resumed.scheduler.last_epoch == stepper.scheduler.last_epoch
+
+
+def test_metric_log_averages_windows_and_survives_a_failing_store(tmp_path, capsys):
+    """Real MLflow (sqlite): one row per window of ``log_every`` steps holding the window's
+    mean; a flush into a store that refuses (deleted run) warns in one line, keeps at most
+    ``max_rows`` rows, and sends them once the store accepts again."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    run_id = client.create_run(exp).info.run_id
+    log = MetricLog(uri, run_id, log_every=4, flush_s=1e9, max_rows=3)
+    for step in range(1, 11):
+        log.add(step, {"train.loss": torch.tensor(float(step))})
+    log.flush()  # windows 1-4, 5-8 and the open one, 9-10
+
+    def history():
+        rows = client.get_metric_history(run_id, "train.loss")
+        return sorted((h.step, h.value) for h in rows)
+
+    assert history() == [(4, 2.5), (8, 6.5), (10, 9.5)]
+    capsys.readouterr()
+    client.delete_run(run_id)  # the store now refuses every row
+    for step in range(11, 23):
+        log.add(step, {"train.loss": float(step)})
+    log.flush()  # windows at 12, 16, 20 and 22: the oldest is dropped (max_rows=3)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: MLflow metric flush failed")
+    assert (len(log.pending), log.dropped, log.failures) == (3, 1, 1)
+    client.restore_run(run_id)
+    log.flush()
+    assert history() == [(4, 2.5), (8, 6.5), (10, 9.5), (16, 14.5), (20, 18.5), (22, 21.5)]
+    assert not log.pending
 
 
 # ------------------------------------------------------------------ real Ray Train runs

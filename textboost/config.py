@@ -201,6 +201,8 @@ class TrainConfig:
     gc_target: str = "original"
     val_every: int = 0  # stage 2: DET/E2E F1 on val_images val-shard images every N steps
     val_images: int = 8
+    # MLflow: each train.* metric averaged over windows of log_every steps, one row per window
+    log_every: int = 50
 
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, (1, 2))
@@ -228,6 +230,7 @@ class TrainConfig:
         _check_range("train.text_crop_prob", self.text_crop_prob, 0, 1)
         _check_range("train.val_every", self.val_every, 0)
         _check_range("train.val_images", self.val_images, 1)
+        _check_range("train.log_every", self.log_every, 1)
         _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         _check_choice("train.amp", self.amp, ("none", "bf16"))
 
