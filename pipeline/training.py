@@ -498,6 +498,12 @@ def run_training(cfg: TextBoostConfig) -> dict:
         raise ConfigError("train.stage=2 needs train.init_checkpoint (a stage-1 checkpoint)")
     if tcfg.checkpoint_every < 1 or tcfg.steps_per_epoch < 1 or tcfg.epochs < 1:
         raise ConfigError("train.checkpoint_every, steps_per_epoch and epochs must be >= 1")
+    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
+    if tcfg.init_checkpoint:  # a bad URI fails here, once, naming what exists
+        from pipeline.tracking import check_model_uris
+
+        init = worker_init_checkpoint(tcfg.init_checkpoint)
+        check_model_uris([init], tracking_uri, "train.init_checkpoint")
     run_name, root = tcfg.run_name or unique_run_name(tcfg.stage), storage_root(tcfg)
     shards = absolute_url(tcfg.shards)  # Ray workers run in their own working directory
     urls = shard_list(shards, "train")
@@ -510,7 +516,6 @@ def run_training(cfg: TextBoostConfig) -> dict:
         f"{TAG}storage": f"{root}/{run_name}",
     }
     tags.update(init_checkpoint_tags(tcfg.init_checkpoint))
-    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     run_id = open_mlflow_run(cfg, run_name, tags, tracking_uri)
     worker_cfg = to_dict(cfg)  # as resolved for the workers (and recorded in checkpoints)
     worker_cfg["train"].update(run_name=run_name, shards=shards, storage_path=root)
