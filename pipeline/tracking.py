@@ -11,9 +11,12 @@
   ``compress(image, words)`` and ``decompress(data)`` methods.
 - ``log_codec_model``: logs it (``log_model(name=...)``, MLflow 3) with the checkpoint as
   artifact ``model.pt`` and registers a new version.
-- Aliases, not stages: ``candidate`` marks the newest evaluated version; ``champion`` moves
-  only when the candidate beats the champion on ``mlflow.champion_metric`` within
-  ``mlflow.bpp_budget`` on the same evaluation set (``maybe_promote``).
+- Aliases, not stages: ``trained`` marks the newest version registered by a training run
+  (``train.register``; always set, whatever its rate); ``candidate`` marks the newest
+  evaluated version (always set by an evaluation that registers); ``champion`` moves only when
+  the candidate beats the champion on ``mlflow.champion_metric`` within ``mlflow.bpp_budget``
+  on the same evaluation set (``maybe_promote``), so it may never exist for a rate point
+  above the budget. Pipelines chain on ``trained``/``candidate``; consumers use ``champion``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from textboost.errors import CheckpointError, ConfigError, TextBoostError
 
 TAG = "textboost."  # tag prefix shared with pipeline/training.py
 CANDIDATE, CHAMPION = "candidate", "champion"
+TRAINED = "trained"  # set by a training run with train.register: its final checkpoint
 MODES = ("compress", "decompress")
 PIP_PACKAGES = ("torch", "compressai", "numpy", "pillow", "shapely", "rapidocr-onnxruntime")
 
@@ -479,9 +483,26 @@ def version_tags(summary: dict, label: str, run_id: str) -> dict:
     return tags
 
 
+def registered_version(mlflow_cfg: MlflowConfig, uri: str) -> str | None:
+    """The version of ``mlflow.registered_model`` that ``uri`` names (``models:/NAME@ALIAS``
+    or ``models:/NAME/N``), or None for any other URI or another registered model."""
+    if not uri.startswith(f"models:/{mlflow_cfg.registered_model}"):
+        return None
+    rest = uri[len(f"models:/{mlflow_cfg.registered_model}") :]
+    if rest.startswith("/") and rest[1:].isdigit():
+        return rest[1:]
+    if rest.startswith("@"):
+        v = version_by_alias(mlflow_cfg, rest[1:])
+        return str(v.version) if v is not None else None
+    return None
+
+
 def register_evaluated(cfg, summary: dict) -> list[dict]:
-    """Log each evaluated checkpoint (not already a ``models:/`` URI) as a pyfunc in the
-    active run, register it, tag it, and apply the alias policy. Returns one dict per version."""
+    """Log each evaluated checkpoint as a pyfunc in the active run, register it, tag it, and
+    apply the alias policy. A ``models:/`` URI of ``mlflow.registered_model`` itself (e.g. the
+    ``@trained`` version of a training run) is not registered again: that version gets the
+    evaluation's tags and the alias policy. Other ``models:/`` URIs are skipped. Returns one
+    dict per version."""
     import mlflow
 
     run_id = mlflow.active_run().info.run_id
@@ -489,6 +510,11 @@ def register_evaluated(cfg, summary: dict) -> list[dict]:
     for label in summary["models"]:
         meta = summary["model_meta"][label]
         if meta["uri"].startswith("models:/"):
+            version = registered_version(cfg.mlflow, meta["uri"])
+            if version is not None:
+                tag_version(cfg.mlflow, version, version_tags(summary, label, run_id))
+                decision = maybe_promote(cfg.mlflow, version)
+                out.append({"model": label, "model_uri": meta["uri"], **decision})
             continue
         info = log_codec_model(
             meta["uri"],
@@ -504,6 +530,28 @@ def register_evaluated(cfg, summary: dict) -> list[dict]:
         decision = maybe_promote(cfg.mlflow, version)
         out.append({"model": label, "model_uri": info.model_uri, **decision})
     return out
+
+
+def register_trained(mlflow_cfg: MlflowConfig, run_id: str, checkpoint: str, stage: int,
+                     model_config: dict) -> dict:  # fmt: skip
+    """Log a training run's final checkpoint as a pyfunc codec in that run, register it in
+    ``mlflow.registered_model`` and point the alias ``trained`` at it (whatever its rate: the
+    next stage or the evaluation needs the model that was trained, not one that met the bpp
+    budget). Returns ``{"version", "uri"}``."""
+    import mlflow
+
+    uri = mlflow_cfg.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = log_codec_model(
+            checkpoint, name="codec", registered_model=mlflow_cfg.registered_model,
+            model_config=model_config,
+        )  # fmt: skip
+    version = str(info.registered_model_version)
+    tag_version(mlflow_cfg, version, {f"{TAG}train_run_id": run_id, f"{TAG}stage": stage})
+    client(mlflow_cfg).set_registered_model_alias(mlflow_cfg.registered_model, TRAINED, version)
+    return {"version": version, "uri": f"models:/{mlflow_cfg.registered_model}@{TRAINED}"}
 
 
 # ---------------------------------------------------------------- model URIs, checked early

@@ -547,6 +547,18 @@ def run_training(cfg: TextBoostConfig) -> dict:
             raise CheckpointError(f"run {run_name} finished without a checkpoint")
         with result.checkpoint.as_directory() as d:
             client.log_artifact(run_id, os.path.join(d, MODEL_FILE), artifact_path="checkpoint")
+            registered = None
+            if tcfg.register:  # models:/<mlflow.registered_model>@trained
+                import dataclasses
+
+                from pipeline.tracking import register_trained
+
+                registered = register_trained(
+                    dataclasses.replace(cfg.mlflow, tracking_uri=tracking_uri), run_id,
+                    os.path.join(d, MODEL_FILE), tcfg.stage,
+                    {"t_test": cfg.data.filter.t_test,
+                     "side_info_format": cfg.shards.side_info_format},
+                )  # fmt: skip
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
@@ -558,4 +570,6 @@ def run_training(cfg: TextBoostConfig) -> dict:
         "artifact_uri": f"runs:/{run_id}/checkpoint/{MODEL_FILE}",
         "metrics": dict(result.metrics or {}),
     }
+    if registered is not None:
+        out["registered"] = registered
     return out

@@ -261,7 +261,8 @@ def test_stage2_from_mlflow_uri_freezes_everything_but_the_fusion_block(
     config = workdir / "tiny.yaml"
     config.write_text(f"workdir: {workdir}\ntrain:\n  shards: {shards}\n")
     argv = [str(config), "stage=2", *TINY, f"train.init_checkpoint={base['artifact_uri']}",
-            "train.run_name=s2", "train.steps_per_epoch=3", "train.checkpoint_every=3", "--json"]  # fmt: skip
+            "train.run_name=s2", "train.steps_per_epoch=3", "train.checkpoint_every=3",
+            "train.register=true", "mlflow.registered_model=s2-codec", "--json"]  # fmt: skip
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["metrics"]["step"] == 3 and result["run_id"] != base["run_id"]
@@ -276,3 +277,11 @@ def test_stage2_from_mlflow_uri_freezes_everything_but_the_fusion_block(
     assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("fusion_block."))
     gc = _client(relaunch["cfg"]).get_metric_history(result["run_id"], "train.gc_loss")
     assert len(gc) == 3 and all(h.value > 0 for h in gc)
+    # train.register: the final checkpoint is a registered pyfunc at @trained, so the next
+    # stage or the evaluation can name it before it is evaluated or meets any bpp budget
+    assert result["registered"]["uri"] == "models:/s2-codec@trained"
+    version = _client(relaunch["cfg"]).get_model_version_by_alias("s2-codec", "trained")
+    assert version.run_id == result["run_id"]
+    assert version.tags["textboost.train_run_id"] == result["run_id"]
+    registered, _ = load_checkpoint("models:/s2-codec@trained")
+    assert registered.identity() == after.identity()

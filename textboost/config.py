@@ -203,6 +203,8 @@ class TrainConfig:
     val_images: int = 8
     # MLflow: each train.* metric averaged over windows of log_every steps, one row per window
     log_every: int = 50
+    # Register the final checkpoint in mlflow.registered_model (pyfunc) with alias @trained
+    register: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, (1, 2))
