@@ -323,6 +323,14 @@ def train_loop_per_worker(args: dict) -> None:
         from pipeline.validation import Validator
 
         validator = Validator(args["val_urls"], tcfg.val_images, model.needs_colour)
+    rd_validator = None
+    if rank == 0 and tcfg.val_crops > 0 and args["val_urls"]:
+        from pipeline.validation import RDValidator
+
+        rd_validator = RDValidator(
+            args["val_urls"], tcfg.val_crops, tcfg.crop_size, args["cfg"]["seed"],
+            tcfg.stage == 2, model.needs_colour, tcfg.text_crop_prob, device,
+        )  # fmt: skip
     mlog = None
     if rank == 0:
         mlog = MetricLog(args["tracking_uri"], args["mlflow_run_id"], tcfg.log_every)
@@ -343,8 +351,11 @@ def train_loop_per_worker(args: dict) -> None:
             latest["train.images_per_s"] = world * tcfg.batch_size / max(now - tick, 1e-9)
             latest["train.skipped_samples"] = skips.observe(batch)
             latest["train.text_crops"] = text_share(batch)
-            if validator is not None and (step % tcfg.val_every == 0 or step == total_steps):
+            val_now = tcfg.val_every > 0 and step % tcfg.val_every == 0
+            if validator is not None and (val_now or step == total_steps):
                 latest.update(validator.run(model))
+            if rd_validator is not None and (val_now or step % tcfg.steps_per_epoch == 0):
+                latest.update(rd_validator.run(model, stepper.criterion))
             tick = time.perf_counter()
             if mlog is not None:
                 mlog.add(step, latest)
@@ -485,6 +496,24 @@ def init_checkpoint_tags(init: str) -> dict:
     return tags
 
 
+def _val_urls(shards: str, tcfg: TrainConfig) -> list[str]:
+    """The val split's shards when a validation needs them. Stage-2 F1 validation
+    (``train.val_every``) needs the split; loss/bpp/PSNR validation (``train.val_crops``, on by
+    default) is skipped with a one-line note when the shards have no val split."""
+    from textboost.errors import ShardError
+
+    if tcfg.stage == 2 and tcfg.val_every > 0:
+        return shard_list(shards, "val")
+    if tcfg.val_crops == 0:
+        return []
+    try:
+        return shard_list(shards, "val")
+    except ShardError:
+        print(f"note: {shards} has no val split: no validation during training "
+              "(`textboost shards build CONFIG --split val`)", file=sys.stderr)  # fmt: skip
+        return []
+
+
 def run_training(cfg: TextBoostConfig) -> dict:
     """Run one training stage on Ray Train; returns ``{"checkpoint", "run_id", ...}``."""
     from mlflow.tracking import MlflowClient
@@ -520,7 +549,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
     worker_cfg = to_dict(cfg)  # as resolved for the workers (and recorded in checkpoints)
     worker_cfg["train"].update(run_name=run_name, shards=shards, storage_path=root)
     worker_cfg["train"]["init_checkpoint"] = worker_init_checkpoint(tcfg.init_checkpoint)
-    val_urls = shard_list(shards, "val") if tcfg.stage == 2 and tcfg.val_every > 0 else []
+    val_urls = _val_urls(shards, tcfg)
     args = {
         "cfg": worker_cfg, "urls": urls, "val_urls": val_urls, "run_name": run_name,
         "mlflow_run_id": run_id,
