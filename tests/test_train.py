@@ -36,6 +36,7 @@ def shards(tmp_path_factory) -> str:
                              "shards.samples_per_shard=2", "shards.executor=local",
                              "shards.progress=false"])  # fmt: skip
     build_shards(cfg, "train")
+    build_shards(cfg, "val")  # read by the validation during training
     return cfg.shards.out
 
 
@@ -161,6 +162,22 @@ def test_metric_log_averages_windows_and_survives_a_failing_store(tmp_path, caps
     assert not log.pending
 
 
+def test_gpu_smoke_help_works_anywhere_and_without_a_gpu_it_says_so(capsys):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "jobs.gpu_smoke", "--help"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0 and "--cpu" in out.stdout and "NCCL" in out.stdout
+    if not torch.cuda.is_available():
+        from jobs.gpu_smoke import NO_GPU_EXIT
+        from jobs.gpu_smoke import main as smoke
+
+        assert smoke([]) == NO_GPU_EXIT
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no CUDA GPU" in err[0] and "--cpu" in err[0]
+
+
 # ------------------------------------------------------------------ real Ray Train runs
 
 
@@ -227,6 +244,11 @@ def test_stage1_recovers_from_a_worker_failure_and_logs_to_mlflow(stage1, workdi
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == [
         "checkpoint/model.pt"
     ]
+    # validation on the val shards at the epoch's end (step 4): loss, bpp, PSNR
+    for key in ("val.loss", "val.bpp", "val.mse", "val.psnr"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [h.step for h in history] == [4], key
+        assert math.isfinite(history[0].value) and history[0].value > 0, key
 
 
 @pytest.fixture(scope="module")
