@@ -92,11 +92,14 @@ class Validator:
         was_training = model.training
         model.eval()
         try:
+            device = next(model.parameters()).device  # the GPU in a GPU run
             for item in self.items:
+                inputs = [item.get(k) for k in ("x", "g", "cmap", "box")]
+                inputs = [None if t is None else t.to(device) for t in inputs]
                 with torch.no_grad():
-                    out = model(item["x"], item["g"], item.get("cmap"), item.get("box"))
+                    out = model(*inputs)
                 for key in prefixes:
-                    arr = out[key][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
+                    arr = out[key][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu()
                     recon = Image.fromarray(np.ascontiguousarray(arr.numpy()))
                     counts[key] = counts[key] + match_image(item["words"], spotter.spot(recon))
                     psnrs[key].append(psnr(item["image"], np.asarray(recon)))
