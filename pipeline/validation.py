@@ -149,8 +149,8 @@ class RDValidator:
         sums = {"loss": 0.0, "bpp_loss": 0.0, "mse_loss": 0.0, "psnr": 0.0}
         was_training = model.training
         model.eval()
-        try:
-            with torch.no_grad():
+        try:  # eval mode draws no random numbers; fork_rng makes sure training's stay the same
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 for i in range(len(self)):
                     one = {k: v[i : i + 1] for k, v in inputs.items()}
                     x, g, mask = one["image"], one["guidance"], one["text_mask"]
