@@ -1,4 +1,10 @@
-"""``python -m jobs.bench_train [CONFIG] [key=value ...]``: training images/s, plain vs Ray.
+"""``python -m jobs.bench_train [CONFIG] [key=value ...] [--loader]``: training images/s.
+
+``--loader``: the training loader alone (``pipeline.loader``, no model) on 256² crops from
+ImageNet-like shards (``LOADER_DEFAULTS``: synthetic images of ImageNet's typical 333-500 px
+sides, batch 32): samples/s with 1 and 2 loader workers, hence samples/s per worker, against
+the samples/s the training step consumes (plain torch step rate × batch) and the loader
+workers per rank that feed it. Without ``--loader``:
 
 Measures the same model, loader and optimisation step (``pipeline.training.Stepper``) three
 ways on CPU: a plain single-process torch loop, and Ray Train DDP with 1 and 2 workers.
@@ -22,6 +28,51 @@ DEFAULTS = [
     "data.synth.max_side=320", "shards.samples_per_shard=8", "shards.executor=local",
     "shards.progress=false", "ray.num_cpus=2", "mlflow.experiment=bench_train",
 ]  # fmt: skip
+
+
+LOADER_DEFAULTS = [
+    "workdir=runs/bench_loader", "model.backbone=hyperprior", "model.N=32", "model.M=32",
+    "train.crop_size=256", "train.batch_size=32", "train.lr_schedule=constant",
+    "data.synth.images=64", "data.synth.min_side=333", "data.synth.max_side=500",
+    "shards.samples_per_shard=16", "shards.executor=local", "shards.progress=false",
+    "ray.num_cpus=2", "mlflow.experiment=bench_train",
+]  # fmt: skip
+
+
+def loader_throughput(cfg, workers: int, batches: int, warmup: int = 2) -> float:
+    """Samples/s that the training loader delivers with ``workers`` loader processes (0: in
+    this process), crops of ``train.crop_size``, after ``warmup`` batches (no model)."""
+    from pipeline.loader import LoaderSpec, make_loader, shard_list
+
+    t = cfg.train
+    spec = LoaderSpec(shard_list(t.shards), t.batch_size, t.crop_size, cfg.seed,
+                      num_workers=workers, with_mask=t.stage == 2)  # fmt: skip
+    it = iter(make_loader(spec, batches + warmup))
+    for _ in range(warmup):
+        next(it)
+    start, samples = time.perf_counter(), 0
+    for batch in it:
+        samples += len(batch["keys"])
+    return samples / (time.perf_counter() - start)
+
+
+def loader_report(cfg, steps: int, warmup: int, workers: list[int]) -> None:
+    """Loader samples/s per worker vs the samples/s one training rank consumes."""
+    import math
+
+    t = cfg.train
+    rates = {w: loader_throughput(cfg, w, steps, warmup) for w in workers}
+    for w, r in rates.items():
+        per = f", {r / w:.1f} per worker" if w else " (in the training process)"
+        print(f"loader, {w} worker(s): {r:.1f} samples/s{per}")
+    per_worker = max(r / w for w, r in rates.items() if w) if any(workers) else rates[0]
+    step = statistics.harmonic_mean(plain_loop(cfg, steps, warmup, os.cpu_count() or 1))
+    need = step  # images/s = samples/s the step consumes on this machine
+    print(f"training step (plain torch, {t.batch_size} x {t.crop_size}^2, "
+          f"{cfg.model.backbone}): {need:.1f} samples/s = {need / t.batch_size:.2f} steps/s")  # fmt: skip
+    print(f"loader workers per rank to feed it: {math.ceil(need / per_worker)} "
+          f"(at {per_worker:.1f} samples/s per worker); a GPU step rate R steps/s needs "
+          f"ceil(R x {t.batch_size} / {per_worker:.1f}) workers")  # fmt: skip
 
 
 def ensure_shards(cfg) -> None:
@@ -70,6 +121,7 @@ def ray_run(cfg, steps: int, warmup: int, workers: int) -> tuple[list[float], fl
     train = dataclasses.replace(
         cfg.train, num_workers=workers, epochs=1, steps_per_epoch=steps + warmup,
         checkpoint_every=steps + warmup, run_name=f"bench-{workers}w-{time.time_ns()}",
+        log_every=1,  # one train.images_per_s row per step (the default averages 50)
     )  # fmt: skip
     start = time.perf_counter()
     result = run_training(dataclasses.replace(cfg, train=train))
@@ -87,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (best is kept)")
+    parser.add_argument("--loader", action="store_true",
+                        help="loader samples/s per worker vs the step rate (no Ray)")  # fmt: skip
+    parser.add_argument("--loader-workers", default="1,2", help="--loader: worker counts")
     args = parser.parse_args(argv)
     if args.config and "=" in args.config:  # no CONFIG, only overrides
         args.overrides, args.config = [args.config, *args.overrides], None
@@ -95,8 +150,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from textboost.config import load_config
 
-    cfg = load_config(args.config, [*([] if args.config else DEFAULTS), *args.overrides])
+    defaults = LOADER_DEFAULTS if args.loader else DEFAULTS
+    cfg = load_config(args.config, [*([] if args.config else defaults), *args.overrides])
     ensure_shards(cfg)
+    if args.loader:
+        workers = [int(w) for w in args.loader_workers.split(",") if w.strip()]
+        print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        loader_report(cfg, args.steps, args.warmup, workers)
+        return 0
     t = cfg.train
     print(f"model {cfg.model.backbone} N={cfg.model.N} M={cfg.model.M}, crop {t.crop_size}, "
           f"batch {t.batch_size}/worker, loader_workers {t.loader_workers}, "

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"checkpoint: {result['checkpoint']}")
         print(f"mlflow run: {result['run_id']} ({result['run_name']})")
+        if result.get("registered"):
+            reg = result["registered"]
+            print(f"registered: {reg['uri']} (v{reg['version']})")
     return 0
 
 

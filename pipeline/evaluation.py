@@ -606,6 +606,9 @@ def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | N
 def run_evaluation(cfg: TextBoostConfig) -> dict:
     """Evaluate, write ``eval.out``, and (``eval.track``) log it all to an MLflow run; with
     ``eval.register`` each evaluated checkpoint becomes a registered pyfunc version."""
+    from pipeline.tracking import check_model_uris
+
+    check_model_uris(cfg.eval.models, cfg.mlflow.tracking_uri, "eval.models")  # before any work
     out_dir, upload = _stage_dir(cfg.eval.out)
     sync = _remote_rows(cfg.eval.out, out_dir) if upload else None
     try:

@@ -11,9 +11,12 @@
   ``compress(image, words)`` and ``decompress(data)`` methods.
 - ``log_codec_model``: logs it (``log_model(name=...)``, MLflow 3) with the checkpoint as
   artifact ``model.pt`` and registers a new version.
-- Aliases, not stages: ``candidate`` marks the newest evaluated version; ``champion`` moves
-  only when the candidate beats the champion on ``mlflow.champion_metric`` within
-  ``mlflow.bpp_budget`` on the same evaluation set (``maybe_promote``).
+- Aliases, not stages: ``trained`` marks the newest version registered by a training run
+  (``train.register``; always set, whatever its rate); ``candidate`` marks the newest
+  evaluated version (always set by an evaluation that registers); ``champion`` moves only when
+  the candidate beats the champion on ``mlflow.champion_metric`` within ``mlflow.bpp_budget``
+  on the same evaluation set (``maybe_promote``), so it may never exist for a rate point
+  above the budget. Pipelines chain on ``trained``/``candidate``; consumers use ``champion``.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from textboost.config import MlflowConfig
-from textboost.errors import ConfigError
+from textboost.errors import CheckpointError, ConfigError, TextBoostError
 
 TAG = "textboost."  # tag prefix shared with pipeline/training.py
 CANDIDATE, CHAMPION = "candidate", "champion"
+TRAINED = "trained"  # set by a training run with train.register: its final checkpoint
 MODES = ("compress", "decompress")
 PIP_PACKAGES = ("torch", "compressai", "numpy", "pillow", "shapely", "rapidocr-onnxruntime")
 
@@ -479,9 +483,26 @@ def version_tags(summary: dict, label: str, run_id: str) -> dict:
     return tags
 
 
+def registered_version(mlflow_cfg: MlflowConfig, uri: str) -> str | None:
+    """The version of ``mlflow.registered_model`` that ``uri`` names (``models:/NAME@ALIAS``
+    or ``models:/NAME/N``), or None for any other URI or another registered model."""
+    if not uri.startswith(f"models:/{mlflow_cfg.registered_model}"):
+        return None
+    rest = uri[len(f"models:/{mlflow_cfg.registered_model}") :]
+    if rest.startswith("/") and rest[1:].isdigit():
+        return rest[1:]
+    if rest.startswith("@"):
+        v = version_by_alias(mlflow_cfg, rest[1:])
+        return str(v.version) if v is not None else None
+    return None
+
+
 def register_evaluated(cfg, summary: dict) -> list[dict]:
-    """Log each evaluated checkpoint (not already a ``models:/`` URI) as a pyfunc in the
-    active run, register it, tag it, and apply the alias policy. Returns one dict per version."""
+    """Log each evaluated checkpoint as a pyfunc in the active run, register it, tag it, and
+    apply the alias policy. A ``models:/`` URI of ``mlflow.registered_model`` itself (e.g. the
+    ``@trained`` version of a training run) is not registered again: that version gets the
+    evaluation's tags and the alias policy. Other ``models:/`` URIs are skipped. Returns one
+    dict per version."""
     import mlflow
 
     run_id = mlflow.active_run().info.run_id
@@ -489,6 +510,11 @@ def register_evaluated(cfg, summary: dict) -> list[dict]:
     for label in summary["models"]:
         meta = summary["model_meta"][label]
         if meta["uri"].startswith("models:/"):
+            version = registered_version(cfg.mlflow, meta["uri"])
+            if version is not None:
+                tag_version(cfg.mlflow, version, version_tags(summary, label, run_id))
+                decision = maybe_promote(cfg.mlflow, version)
+                out.append({"model": label, "model_uri": meta["uri"], **decision})
             continue
         info = log_codec_model(
             meta["uri"],
@@ -504,3 +530,135 @@ def register_evaluated(cfg, summary: dict) -> list[dict]:
         decision = maybe_promote(cfg.mlflow, version)
         out.append({"model": label, "model_uri": info.model_uri, **decision})
     return out
+
+
+def register_trained(mlflow_cfg: MlflowConfig, run_id: str, checkpoint: str, stage: int,
+                     model_config: dict) -> dict:  # fmt: skip
+    """Log a training run's final checkpoint as a pyfunc codec in that run, register it in
+    ``mlflow.registered_model`` and point the alias ``trained`` at it (whatever its rate: the
+    next stage or the evaluation needs the model that was trained, not one that met the bpp
+    budget). Returns ``{"version", "uri"}``."""
+    import mlflow
+
+    uri = mlflow_cfg.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = log_codec_model(
+            checkpoint, name="codec", registered_model=mlflow_cfg.registered_model,
+            model_config=model_config,
+        )  # fmt: skip
+    version = str(info.registered_model_version)
+    tag_version(mlflow_cfg, version, {f"{TAG}train_run_id": run_id, f"{TAG}stage": stage})
+    client(mlflow_cfg).set_registered_model_alias(mlflow_cfg.registered_model, TRAINED, version)
+    return {"version": version, "uri": f"models:/{mlflow_cfg.registered_model}@{TRAINED}"}
+
+
+# ---------------------------------------------------------------- model URIs, checked early
+
+MAX_LISTED = 12  # names / aliases / versions quoted in an error message
+
+
+def _listing(items, empty: str) -> str:
+    items = [str(i) for i in items]
+    if not items:
+        return empty
+    more = f", ... ({len(items)} in all)" if len(items) > MAX_LISTED else ""
+    return ", ".join(items[:MAX_LISTED]) + more
+
+
+def check_model_uris(uris: list[str], tracking_uri: str, what: str = "model") -> None:
+    """Fail once, in the driver, before any Ray worker starts, unless every URI names a
+    model that exists: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` (``latest`` too),
+    ``runs:/RUN_ID/PATH``, ``zoo:NAME``, a local path or an fsspec URL. The ``CheckpointError``
+    is one line that names the URI and what the registry (or zoo, or run) holds. Only
+    ``models:/`` and ``runs:/`` URIs touch MLflow (at ``tracking_uri``); nothing is
+    downloaded."""
+    for uri in uris:
+        uri = str(uri)
+        if uri.startswith("zoo:"):
+            from textboost import zoo
+
+            try:
+                zoo.resolve(uri)
+            except TextBoostError as exc:
+                raise type(exc)(f"{what} {uri}: {exc}") from None
+        elif uri.startswith(("models:/", "runs:/")):
+            _check_mlflow_uri(uri, tracking_uri, what)
+        else:
+            _check_path(uri, what)
+
+
+def _check_path(uri: str, what: str) -> None:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        found = fs.exists(path)
+    except (ImportError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{what} {uri}: cannot be checked ({exc})") from None
+    if not found:
+        raise CheckpointError(
+            f"{what} {uri} does not exist; give a model.pt path, an MLflow model URI "
+            "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH) or zoo:NAME"
+        )
+
+
+def _check_mlflow_uri(uri: str, tracking_uri: str, what: str) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    check_tracking_uri(tracking_uri, must_exist=True)
+    c = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    where = f"the registry at {tracking_uri}"
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri[len("runs:/") :].partition("/")
+        try:
+            c.get_run(run_id)
+        except MlflowException:
+            raise CheckpointError(f"{what} {uri}: no run {run_id!r} in {where}") from None
+        parent = path.rstrip("/").rpartition("/")[0] or None
+        try:
+            listed = [a.path for a in c.list_artifacts(run_id, parent)]
+        except (MlflowException, OSError) as exc:
+            raise CheckpointError(
+                f"{what} {uri}: cannot list the run's artifacts ({exc})"
+            ) from None
+        if path and path.rstrip("/") not in listed:
+            raise CheckpointError(
+                f"{what} {uri}: run {run_id} has no artifact {path!r}; it has: "
+                f"{_listing(listed, 'no artifacts')}"
+            )
+        return
+    rest = uri[len("models:/") :]
+    if "@" in rest:
+        name, alias, version = *rest.split("@", 1), None
+    else:
+        name, _, version = rest.partition("/")
+        alias = None
+    try:
+        model = c.get_registered_model(name)
+    except MlflowException:
+        try:
+            names = [m.name for m in c.search_registered_models(max_results=100)]
+        except MlflowException:
+            names = []
+        raise CheckpointError(
+            f"{what} {uri}: no registered model {name!r} in {where}; registered models: "
+            f"{_listing(sorted(names), 'none')}"
+        ) from None
+    aliases = dict(model.aliases or {})
+    versions = sorted(
+        (int(v.version) for v in c.search_model_versions(f"name = '{name}'")), reverse=True
+    )
+    holds = (
+        f"{name} has aliases {_listing([f'@{a} (v{v})' for a, v in sorted(aliases.items())], 'none')}"
+        f" and versions {_listing(versions, 'none')}"
+    )
+    if alias is not None and alias not in aliases:
+        raise CheckpointError(f"{what} {uri}: no alias @{alias} in {where}; {holds}")
+    if alias is None:
+        if not version or (version.isdigit() and int(version) not in versions):
+            raise CheckpointError(f"{what} {uri}: no version {version!r} in {where}; {holds}")
+        if not version.isdigit() and (version.lower() != "latest" or not versions):
+            raise CheckpointError(f"{what} {uri}: no version {version!r} in {where}; {holds}")

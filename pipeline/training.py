@@ -23,6 +23,7 @@ import hashlib
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -133,6 +134,20 @@ class Stepper:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
+def restore(stepper: Stepper, state: dict | None, device: torch.device) -> None:
+    """Move the model to ``device``, then load the trainer state (optimizers, LR schedule).
+
+    The order matters: ``Optimizer.load_state_dict`` casts every state tensor (Adam's
+    ``exp_avg``/``exp_avg_sq``) to the device of its parameter *at load time*, and the
+    parameters are the same objects before and after ``.to`` (and ``prepare_model``). Loading
+    first would leave the moments on the CPU and the first step after a resume on a GPU would
+    fail on mixed devices. (Adam's scalar ``step`` stays on the CPU by torch's design.)
+    """
+    stepper.model.to(device)
+    if state is not None:
+        stepper.load_state_dict(state)
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -189,33 +204,76 @@ def _initial_model(args: dict, tcfg: TrainConfig):
 
 
 class MetricLog:
-    """Rank-0 MLflow logging: every step's metrics, sent in batches every ``flush_s`` seconds
-    (and at checkpoints), so fast steps do not wait on the tracking store."""
+    """Rank-0 MLflow logging of the training metrics, cheap enough for millions of steps.
 
-    def __init__(self, tracking_uri: str, run_id: str, flush_s: float = 15.0):
+    Each metric is **averaged over a window** of ``log_every`` steps (over the steps of the
+    window that reported it) and logged once, at the window's last step: ``log_every=50`` gives
+    one row per metric per 50 steps (a window is also closed early at checkpoints and at the
+    end). Values may be device tensors: they are summed on the device and read once a window.
+    Rows are sent in batches every ``flush_s`` seconds and at checkpoints, so fast steps never
+    wait on the tracking store. A failing flush (server down, timeout) prints a one-line
+    warning and never stops training: the rows stay buffered and go with the next flush; at
+    most ``max_rows`` are kept (the oldest are dropped, and counted in ``dropped``).
+    """
+
+    def __init__(
+        self, tracking_uri: str, run_id: str, log_every: int = 1, flush_s: float = 15.0,
+        max_rows: int = 100_000,
+    ):  # fmt: skip
         from mlflow.tracking import MlflowClient
 
         self.client, self.run_id, self.flush_s = MlflowClient(tracking_uri), run_id, flush_s
-        self.pending: list[tuple[int, dict]] = []
+        self.log_every, self.max_rows = max(1, log_every), max_rows
+        self.pending: list[tuple[int, str, float]] = []  # (step, key, value) rows to send
+        self.sums: dict = {}
+        self.counts: dict[str, int] = {}
+        self.step, self.dropped, self.failures = 0, 0, 0
         self.last = time.monotonic()
 
     def add(self, step: int, values: dict) -> None:
-        self.pending.append((step, values))
+        for key, value in values.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.step = step
+        if step % self.log_every == 0:
+            self.close_window()
         if time.monotonic() - self.last >= self.flush_s:
             self.flush()
 
+    def close_window(self) -> None:
+        """Turn the window's sums into rows (mean per key) at the latest step."""
+        for key, total in self.sums.items():
+            self.pending.append((self.step, key, float(total) / self.counts[key]))
+        self.sums, self.counts = {}, {}
+        excess = len(self.pending) - self.max_rows
+        if excess > 0:
+            del self.pending[:excess]
+            self.dropped += excess
+
     def flush(self) -> None:
+        """Close the open window and send every buffered row (never raises)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(key, float(value), now, step)
-            for step, values in self.pending
-            for key, value in values.items()
-        ]
-        for i in range(0, len(metrics), 1000):  # MLflow's batch limit
-            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
-        self.pending, self.last = [], time.monotonic()
+        self.close_window()
+        self.last = time.monotonic()
+        now, sent = int(time.time() * 1000), 0
+        try:
+            while sent < len(self.pending):
+                chunk = self.pending[sent : sent + 1000]  # MLflow's batch limit
+                metrics = [Metric(key, value, now, step) for step, key, value in chunk]
+                self.client.log_batch(self.run_id, metrics=metrics)
+                sent += len(chunk)
+        except Exception as exc:  # any store failure: warn, keep the rows, train on
+            self.failures += 1
+            why = (str(exc).strip().splitlines() or [""])[0][:200]
+            print(
+                f"warning: MLflow metric flush failed at step {self.step} "
+                f"({type(exc).__name__}: {why}); {len(self.pending) - sent} rows kept for "
+                f"the next flush (at most {self.max_rows})",
+                file=sys.stderr,
+                flush=True,
+            )
+        del self.pending[:sent]
 
 
 def _maybe_inject_fault(step: int, tcfg: TrainConfig, rank: int, experiment_dir: str) -> None:
@@ -245,8 +303,7 @@ def train_loop_per_worker(args: dict) -> None:
     total_steps = tcfg.epochs * tcfg.steps_per_epoch
     model, state = _initial_model(args, tcfg)
     stepper = Stepper(model, tcfg, device, total_steps)  # stage 2: freezes the backbone
-    if state is not None:
-        stepper.load_state_dict(state)
+    restore(stepper, state, device)
     step = int(state["step"]) if state else 0
     resumes = list(state["resumes"]) + [step] if state else []
     # DDP over the trainable parameters. Buffers are not broadcast: nothing trains them, and
@@ -267,7 +324,17 @@ def train_loop_per_worker(args: dict) -> None:
         from pipeline.validation import Validator
 
         validator = Validator(args["val_urls"], tcfg.val_images, model.needs_colour)
-    mlog = MetricLog(args["tracking_uri"], args["mlflow_run_id"]) if rank == 0 else None
+    rd_validator = None
+    if rank == 0 and tcfg.val_crops > 0 and args["val_urls"]:
+        from pipeline.validation import RDValidator
+
+        rd_validator = RDValidator(
+            args["val_urls"], tcfg.val_crops, tcfg.crop_size, args["cfg"]["seed"],
+            tcfg.stage == 2, model.needs_colour, tcfg.text_crop_prob, device,
+        )  # fmt: skip
+    mlog = None
+    if rank == 0:
+        mlog = MetricLog(args["tracking_uri"], args["mlflow_run_id"], tcfg.log_every)
     skips = SkipTally()
     start_step, latest = step, {}
     while step < total_steps:
@@ -285,8 +352,11 @@ def train_loop_per_worker(args: dict) -> None:
             latest["train.images_per_s"] = world * tcfg.batch_size / max(now - tick, 1e-9)
             latest["train.skipped_samples"] = skips.observe(batch)
             latest["train.text_crops"] = text_share(batch)
-            if validator is not None and (step % tcfg.val_every == 0 or step == total_steps):
+            val_now = tcfg.val_every > 0 and step % tcfg.val_every == 0
+            if validator is not None and (val_now or step == total_steps):
                 latest.update(validator.run(model))
+            if rd_validator is not None and (val_now or step % tcfg.steps_per_epoch == 0):
+                latest.update(rd_validator.run(model, stepper.criterion))
             tick = time.perf_counter()
             if mlog is not None:
                 mlog.add(step, latest)
@@ -428,6 +498,24 @@ def init_checkpoint_tags(init: str) -> dict:
     return tags
 
 
+def _val_urls(shards: str, tcfg: TrainConfig) -> list[str]:
+    """The val split's shards when a validation needs them. Stage-2 F1 validation
+    (``train.val_every``) needs the split; loss/bpp/PSNR validation (``train.val_crops``, on by
+    default) is skipped with a one-line note when the shards have no val split."""
+    from textboost.errors import ShardError
+
+    if tcfg.stage == 2 and tcfg.val_every > 0:
+        return shard_list(shards, "val")
+    if tcfg.val_crops == 0:
+        return []
+    try:
+        return shard_list(shards, "val")
+    except ShardError:
+        print(f"note: {shards} has no val split: no validation during training "
+              "(`textboost shards build CONFIG --split val`)", file=sys.stderr)  # fmt: skip
+        return []
+
+
 def run_training(cfg: TextBoostConfig) -> dict:
     """Run one training stage on Ray Train; returns ``{"checkpoint", "run_id", ...}``."""
     from mlflow.tracking import MlflowClient
@@ -441,6 +529,12 @@ def run_training(cfg: TextBoostConfig) -> dict:
         raise ConfigError("train.stage=2 needs train.init_checkpoint (a stage-1 checkpoint)")
     if tcfg.checkpoint_every < 1 or tcfg.steps_per_epoch < 1 or tcfg.epochs < 1:
         raise ConfigError("train.checkpoint_every, steps_per_epoch and epochs must be >= 1")
+    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
+    if tcfg.init_checkpoint:  # a bad URI fails here, once, naming what exists
+        from pipeline.tracking import check_model_uris
+
+        init = worker_init_checkpoint(tcfg.init_checkpoint)
+        check_model_uris([init], tracking_uri, "train.init_checkpoint")
     run_name, root = tcfg.run_name or unique_run_name(tcfg.stage), storage_root(tcfg)
     shards = absolute_url(tcfg.shards)  # Ray workers run in their own working directory
     urls = shard_list(shards, "train")
@@ -453,12 +547,11 @@ def run_training(cfg: TextBoostConfig) -> dict:
         f"{TAG}storage": f"{root}/{run_name}",
     }
     tags.update(init_checkpoint_tags(tcfg.init_checkpoint))
-    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     run_id = open_mlflow_run(cfg, run_name, tags, tracking_uri)
     worker_cfg = to_dict(cfg)  # as resolved for the workers (and recorded in checkpoints)
     worker_cfg["train"].update(run_name=run_name, shards=shards, storage_path=root)
     worker_cfg["train"]["init_checkpoint"] = worker_init_checkpoint(tcfg.init_checkpoint)
-    val_urls = shard_list(shards, "val") if tcfg.stage == 2 and tcfg.val_every > 0 else []
+    val_urls = _val_urls(shards, tcfg)
     args = {
         "cfg": worker_cfg, "urls": urls, "val_urls": val_urls, "run_name": run_name,
         "mlflow_run_id": run_id,
@@ -485,6 +578,18 @@ def run_training(cfg: TextBoostConfig) -> dict:
             raise CheckpointError(f"run {run_name} finished without a checkpoint")
         with result.checkpoint.as_directory() as d:
             client.log_artifact(run_id, os.path.join(d, MODEL_FILE), artifact_path="checkpoint")
+            registered = None
+            if tcfg.register:  # models:/<mlflow.registered_model>@trained
+                import dataclasses
+
+                from pipeline.tracking import register_trained
+
+                registered = register_trained(
+                    dataclasses.replace(cfg.mlflow, tracking_uri=tracking_uri), run_id,
+                    os.path.join(d, MODEL_FILE), tcfg.stage,
+                    {"t_test": cfg.data.filter.t_test,
+                     "side_info_format": cfg.shards.side_info_format},
+                )  # fmt: skip
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
@@ -496,4 +601,6 @@ def run_training(cfg: TextBoostConfig) -> dict:
         "artifact_uri": f"runs:/{run_id}/checkpoint/{MODEL_FILE}",
         "metrics": dict(result.metrics or {}),
     }
+    if registered is not None:
+        out["registered"] = registered
     return out

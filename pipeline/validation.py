@@ -1,4 +1,13 @@
-"""Stage-2 validation during training: text-spotting F1 on a fixed subset of the val shards.
+"""Validation during training, on the val shards the training shards were built with.
+
+``RDValidator`` (both stages): at the end of every epoch and every ``train.val_every`` steps,
+rank 0 computes the stage's loss, bpp and PSNR on ``train.val_crops`` fixed crops of the val
+split (``val.loss``, ``val.bpp``, ``val.mse``, ``val.psnr``, means over the crops): windows
+of ``train.crop_size`` cut with a seeded generator (the same crops every time, as the loader
+cuts them, zero-padded when an image is smaller), model in eval mode, so the latents are
+rounded and the rate is what the codec would spend; fp32, no autocast.
+
+``Validator`` (stage 2): text-spotting F1 on a fixed subset of the val shards.
 
 Every ``train.val_every`` steps rank 0 runs the current model on the first
 ``train.val_images`` samples of the val split (same latents for both outputs: the backbone's
@@ -14,6 +23,7 @@ full annotations.
 from __future__ import annotations
 
 import io
+import random
 import tarfile
 
 import numpy as np
@@ -82,11 +92,14 @@ class Validator:
         was_training = model.training
         model.eval()
         try:
+            device = next(model.parameters()).device  # the GPU in a GPU run
             for item in self.items:
+                inputs = [item.get(k) for k in ("x", "g", "cmap", "box")]
+                inputs = [None if t is None else t.to(device) for t in inputs]
                 with torch.no_grad():
-                    out = model(item["x"], item["g"], item.get("cmap"), item.get("box"))
+                    out = model(*inputs)
                 for key in prefixes:
-                    arr = out[key][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
+                    arr = out[key][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu()
                     recon = Image.fromarray(np.ascontiguousarray(arr.numpy()))
                     counts[key] = counts[key] + match_image(item["words"], spotter.spot(recon))
                     psnrs[key].append(psnr(item["image"], np.asarray(recon)))
@@ -99,3 +112,62 @@ class Validator:
             metrics[f"{prefix}e2e_f1"] = s["e2e_f1"]
             metrics[f"{prefix}psnr"] = float(np.mean(psnrs[key])) if psnrs[key] else 0.0
         return metrics
+
+
+class RDValidator:
+    """Loss, bpp and PSNR of the current model on fixed val-shard crops (see the module doc)."""
+
+    def __init__(
+        self, urls: list[str], n_crops: int, crop_size: int, seed: int, with_mask: bool,
+        with_colour: bool, text_prob: float, device,
+    ):  # fmt: skip
+        from pipeline.loader import collate, decode_sample, derive_seed, random_crop
+
+        crops = []
+        for i, sample in enumerate(_read_samples(urls, n_crops)):
+            image, guidance, words = decode_sample(sample)
+            rng = random.Random(derive_seed(seed, "val", i))
+            crops.append(
+                random_crop(image, guidance, words, crop_size, rng, with_mask, text_prob,
+                            with_colour)
+            )  # fmt: skip
+        self.batch = collate(crops, 0, 0) if crops else None
+        self.device = device
+
+    def __len__(self) -> int:
+        return 0 if self.batch is None else len(self.batch["keys"])
+
+    def run(self, model, criterion) -> dict[str, float]:
+        """``val.*`` means over the crops (one forward pass per crop; the model is left in the
+        mode it was in)."""
+        from pipeline.loader import to_float
+        from textboost.losses import GuidanceTargetLoss
+
+        if self.batch is None:
+            return {}
+        inputs = to_float(self.batch, self.device)
+        sums = {"loss": 0.0, "bpp_loss": 0.0, "mse_loss": 0.0, "psnr": 0.0}
+        was_training = model.training
+        model.eval()
+        try:  # eval mode draws no random numbers; fork_rng makes sure training's stay the same
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                for i in range(len(self)):
+                    one = {k: v[i : i + 1] for k, v in inputs.items()}
+                    x, g, mask = one["image"], one["guidance"], one["text_mask"]
+                    cmap, box = one.get("cmap"), one.get("box")
+                    out = model(x, g, cmap, box) if cmap is not None else model(x, g)
+                    if isinstance(criterion, GuidanceTargetLoss):
+                        losses = criterion(out, x, mask, {"guidance": g, "cmap": cmap, "box": box})
+                    else:
+                        losses = criterion(out, x, mask)
+                    for key in sums:
+                        sums[key] += float(losses[key])
+        finally:
+            model.train(was_training)
+        names = {
+            "loss": "val.loss",
+            "bpp_loss": "val.bpp",
+            "mse_loss": "val.mse",
+            "psnr": "val.psnr",
+        }
+        return {names[k]: v / len(self) for k, v in sums.items()}

@@ -285,6 +285,7 @@ train:
   num_workers: 2
   loader_workers: 0
   checkpoint_every: 2
+  log_every: 1  # a train.loss row per step (asserted below)
   run_name: cluster-stage1
 mlflow: {{tracking_uri: "{services.mlflow}", experiment: cluster}}
 """

@@ -172,3 +172,23 @@ def test_unknown_pipeline_stage_is_rejected() -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_paper_configs_chain_on_an_alias_every_training_run_sets() -> None:
+    """Stage 2 starts from what stage 1 registers and the evaluations read what stage 2
+    registers: ``@trained``, set by every successful run with ``train.register``; never
+    ``@champion``, which moves only within ``mlflow.bpp_budget`` and may never exist."""
+    from pipeline.tracking import TRAINED
+
+    s1 = load_config(PAPER / "stage1_imagenet.yaml")
+    s2 = load_config(PAPER / "stage2_textocr.yaml")
+    assert s1.train.register and s2.train.register
+    assert s2.train.init_checkpoint == f"models:/{s1.mlflow.registered_model}@{TRAINED}"
+    registers = []
+    for name in ("eval_textocr", "eval_icdar2015"):
+        ev = load_config(PAPER / f"{name}.yaml")
+        assert ev.eval.models == [f"models:/{s2.mlflow.registered_model}@{TRAINED}"]
+        assert ev.mlflow.tracking_uri == s2.mlflow.tracking_uri
+        assert ev.mlflow.registered_model == s2.mlflow.registered_model
+        registers.append(ev.eval.register)
+    assert registers == [True, False]  # champion is decided on TextOCR val only

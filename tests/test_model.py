@@ -188,3 +188,31 @@ def test_sparse_inference_equals_dense(h, w):
         dense = block(x, g)
     assert torch.allclose(sparse, dense, atol=1e-6, rtol=0)
     assert not torch.equal(sparse, x)
+
+
+def test_bf16_autocast_leaves_the_entropy_models_and_likelihoods_in_fp32():
+    """Under bf16 autocast (CPU here, CUDA alike) the transforms run in bf16 but the entropy
+    models get fp32 inputs and compute noise, quantisation and likelihoods in fp32: their
+    outputs are float32 and the likelihoods are not bf16-rounded values."""
+    from compressai.entropy_models import EntropyModel
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="hyperprior", N=8, M=8)).train()
+    seen = []
+    for m in model.modules():
+        if isinstance(m, EntropyModel):
+            m.register_forward_hook(lambda mod, args, out: seen.append(out))
+    x, g = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, g)
+    assert out["x_base"].dtype == torch.bfloat16  # the synthesis transform did run in bf16
+    assert len(seen) == 2  # entropy bottleneck (z) and Gaussian conditional (y)
+    for values, likelihoods in seen:
+        assert values.dtype == likelihoods.dtype == torch.float32
+    for lik in out["likelihoods"].values():
+        assert lik.dtype == torch.float32
+        assert not torch.equal(lik, lik.to(torch.bfloat16).float()), "computed in bf16"
+    # fp32 runs are untouched: the same call as compressai's own forward
+    with torch.no_grad():
+        a, b = model.eval()(x, g), model(x, g)
+    assert all(torch.equal(a["likelihoods"][k], b["likelihoods"][k]) for k in a["likelihoods"])

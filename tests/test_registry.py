@@ -159,3 +159,22 @@ def test_aliases_move_in_the_real_registry_and_cli(env, capsys):
     assert aliases["1"] == ["champion"]
     assert main(["registry", "promote", str(env["cfg_file"]), "99"]) == 1  # clear error, no trace
     assert "no version '99'" in capsys.readouterr().err
+
+
+def test_evaluating_a_registered_version_tags_it_and_applies_the_aliases(env):
+    """``eval.models=[models:/<registered_model>/N]`` (e.g. a training run's ``@trained``
+    version): no second registration; that version gets the evaluation's tags and aliases."""
+    from mlflow import MlflowClient
+
+    from pipeline.evaluation import run_evaluation
+
+    cfg = load_config(env["cfg_file"], ["eval.models=[models:/tb-test/1]",
+                                        f"eval.out={env['root'] / 'eval-again'}"])  # fmt: skip
+    before = tracking.list_versions(cfg.mlflow)
+    summary = run_evaluation(cfg)
+    (reg,) = summary["registered"]
+    assert reg["version"] == "1" and reg["model_uri"] == "models:/tb-test/1"
+    assert len(tracking.list_versions(cfg.mlflow)) == len(before)
+    v1 = MlflowClient(cfg.mlflow.tracking_uri).get_model_version("tb-test", "1")
+    assert v1.tags["textboost.eval_run_id"] == summary["run_id"]
+    assert "candidate" in v1.aliases

@@ -10,7 +10,7 @@ import torch
 
 from jobs.train import expand_overrides, main
 from pipeline.loader import LoaderSpec, make_loader, shard_list
-from pipeline.training import Stepper, lr_factor
+from pipeline.training import MetricLog, Stepper, lr_factor, restore
 from textboost.checkpoint import load_checkpoint
 from textboost.config import load_config
 from textboost.errors import ConfigError
@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 TINY = [
     "model.backbone=hyperprior", "model.N=8", "model.M=8",
     "train.crop_size=64", "train.batch_size=2", "train.num_workers=2",
-    "train.loader_workers=1", "train.lr=1e-3",
+    "train.loader_workers=1", "train.lr=1e-3", "train.log_every=1",
 ]  # fmt: skip
 
 
@@ -36,6 +36,7 @@ def shards(tmp_path_factory) -> str:
                              "shards.samples_per_shard=2", "shards.executor=local",
                              "shards.progress=false"])  # fmt: skip
     build_shards(cfg, "train")
+    build_shards(cfg, "val")  # read by the validation during training
     return cfg.shards.out
 
 
@@ -93,6 +94,88 @@ def test_stage1_step_trains_everything_stage2_only_the_fusion_block(tmp_path, sh
         assert torch.equal(v, frozen[k]), f"stage 2 changed frozen tensor {k}"
     fusion = [k for k in frozen if k.startswith("fusion_block.project")]
     assert any(not torch.equal(model.state_dict()[k], frozen[k]) for k in fusion)
+
+
+def test_resume_puts_the_optimizer_state_on_the_model_device(tmp_path, shards):
+    """``restore`` (the worker's resume) on a model bound for another device: every Adam
+    moment must end up on its parameter's device. The ``meta`` device stands in for a GPU;
+    swapping parameters on conversion keeps the Parameter objects (as ``.to("cuda")`` does),
+    so the optimizer still holds the model's parameters after the move."""
+    cfg = _cfg(tmp_path, shards)
+    torch.manual_seed(0)
+    stepper = Stepper(build_model(cfg.model), cfg.train, torch.device("cpu"), total_steps=4)
+    for batch in _batches(shards, 1, with_mask=False):
+        stepper.step(batch)
+    state = {**stepper.state_dict(), "step": 1}
+    meta = torch.device("meta")
+    resumed = Stepper(build_model(cfg.model), cfg.train, meta, total_steps=4)
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        restore(resumed, state, meta)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)
+    checked = 0
+    for opt in (resumed.optimizer, resumed.aux_optimizer):
+        for group in opt.param_groups:
+            for p in group["params"]:
+                assert p.device == meta
+                for key, value in opt.state[p].items():
+                    if key != "step":  # Adam's scalar step count lives on the CPU by design
+                        assert value.device == p.device, key
+                        checked += 1
+    assert checked >= 2 * len(list(resumed.model.parameters()))
+    assert resumed.scheduler.last_epoch == stepper.scheduler.last_epoch
+
+
+def test_metric_log_averages_windows_and_survives_a_failing_store(tmp_path, capsys):
+    """Real MLflow (sqlite): one row per window of ``log_every`` steps holding the window's
+    mean; a flush into a store that refuses (deleted run) warns in one line, keeps at most
+    ``max_rows`` rows, and sends them once the store accepts again."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    run_id = client.create_run(exp).info.run_id
+    log = MetricLog(uri, run_id, log_every=4, flush_s=1e9, max_rows=3)
+    for step in range(1, 11):
+        log.add(step, {"train.loss": torch.tensor(float(step))})
+    log.flush()  # windows 1-4, 5-8 and the open one, 9-10
+
+    def history():
+        rows = client.get_metric_history(run_id, "train.loss")
+        return sorted((h.step, h.value) for h in rows)
+
+    assert history() == [(4, 2.5), (8, 6.5), (10, 9.5)]
+    capsys.readouterr()
+    client.delete_run(run_id)  # the store now refuses every row
+    for step in range(11, 23):
+        log.add(step, {"train.loss": float(step)})
+    log.flush()  # windows at 12, 16, 20 and 22: the oldest is dropped (max_rows=3)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: MLflow metric flush failed")
+    assert (len(log.pending), log.dropped, log.failures) == (3, 1, 1)
+    client.restore_run(run_id)
+    log.flush()
+    assert history() == [(4, 2.5), (8, 6.5), (10, 9.5), (16, 14.5), (20, 18.5), (22, 21.5)]
+    assert not log.pending
+
+
+def test_gpu_smoke_help_works_anywhere_and_without_a_gpu_it_says_so(capsys):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "jobs.gpu_smoke", "--help"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0 and "--cpu" in out.stdout and "NCCL" in out.stdout
+    if not torch.cuda.is_available():
+        from jobs.gpu_smoke import NO_GPU_EXIT
+        from jobs.gpu_smoke import main as smoke
+
+        assert smoke([]) == NO_GPU_EXIT
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no CUDA GPU" in err[0] and "--cpu" in err[0]
 
 
 # ------------------------------------------------------------------ real Ray Train runs
@@ -161,6 +244,11 @@ def test_stage1_recovers_from_a_worker_failure_and_logs_to_mlflow(stage1, workdi
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == [
         "checkpoint/model.pt"
     ]
+    # validation on the val shards at the epoch's end (step 4): loss, bpp, PSNR
+    for key in ("val.loss", "val.bpp", "val.mse", "val.psnr"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [h.step for h in history] == [4], key
+        assert math.isfinite(history[0].value) and history[0].value > 0, key
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +283,8 @@ def test_stage2_from_mlflow_uri_freezes_everything_but_the_fusion_block(
     config = workdir / "tiny.yaml"
     config.write_text(f"workdir: {workdir}\ntrain:\n  shards: {shards}\n")
     argv = [str(config), "stage=2", *TINY, f"train.init_checkpoint={base['artifact_uri']}",
-            "train.run_name=s2", "train.steps_per_epoch=3", "train.checkpoint_every=3", "--json"]  # fmt: skip
+            "train.run_name=s2", "train.steps_per_epoch=3", "train.checkpoint_every=3",
+            "train.register=true", "mlflow.registered_model=s2-codec", "--json"]  # fmt: skip
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["metrics"]["step"] == 3 and result["run_id"] != base["run_id"]
@@ -210,3 +299,11 @@ def test_stage2_from_mlflow_uri_freezes_everything_but_the_fusion_block(
     assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("fusion_block."))
     gc = _client(relaunch["cfg"]).get_metric_history(result["run_id"], "train.gc_loss")
     assert len(gc) == 3 and all(h.value > 0 for h in gc)
+    # train.register: the final checkpoint is a registered pyfunc at @trained, so the next
+    # stage or the evaluation can name it before it is evaluated or meets any bpp budget
+    assert result["registered"]["uri"] == "models:/s2-codec@trained"
+    version = _client(relaunch["cfg"]).get_model_version_by_alias("s2-codec", "trained")
+    assert version.run_id == result["run_id"]
+    assert version.tags["textboost.train_run_id"] == result["run_id"]
+    registered, _ = load_checkpoint("models:/s2-codec@trained")
+    assert registered.identity() == after.identity()

@@ -217,8 +217,16 @@ class TrainConfig:
     # Stage 2 L_gc target: original (paper Eq. 6) | guidance (colour guidance map; needs
     # model.fusion=colour)
     gc_target: str = "original"
-    val_every: int = 0  # stage 2: DET/E2E F1 on val_images val-shard images every N steps
+    # Validation on the val shards (pipeline.validation): loss, bpp and PSNR on val_crops
+    # fixed crops at each epoch end and every val_every steps (0: epoch ends only; val_crops=0:
+    # off); stage 2 also DET/E2E F1 on val_images whole images every val_every steps.
+    val_every: int = 0
     val_images: int = 8
+    val_crops: int = 8
+    # MLflow: each train.* metric averaged over windows of log_every steps, one row per window
+    log_every: int = 50
+    # Register the final checkpoint in mlflow.registered_model (pyfunc) with alias @trained
+    register: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, (1, 2))
@@ -247,6 +255,8 @@ class TrainConfig:
         _check_range("train.text_crop_prob", self.text_crop_prob, 0, 1)
         _check_range("train.val_every", self.val_every, 0)
         _check_range("train.val_images", self.val_images, 1)
+        _check_range("train.val_crops", self.val_crops, 0, 4096)
+        _check_range("train.log_every", self.log_every, 1)
         _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         _check_choice("train.amp", self.amp, ("none", "bf16"))
 

@@ -78,6 +78,53 @@ def build_fusion(model_cfg: ModelConfig) -> nn.Module:
     )
 
 
+def _fp32_forward(self, *args, **kwargs):
+    """``forward`` of an entropy model with autocast off and float inputs in float32."""
+    base = super(type(self), self).forward
+    devices = {a.device.type for a in (*args, *kwargs.values()) if isinstance(a, Tensor)}
+    if not any(torch.is_autocast_enabled(d) for d in devices):
+        return base(*args, **kwargs)  # exactly the compressai call (fp32 runs are unchanged)
+    as32 = lambda v: v.float() if isinstance(v, Tensor) and v.is_floating_point() else v  # noqa: E731
+    with torch.autocast(devices.pop(), enabled=False):
+        return base(*[as32(a) for a in args], **{k: as32(v) for k, v in kwargs.items()})
+
+
+def fp32_entropy_models(module: nn.Module) -> nn.Module:
+    """Make every compressai entropy model (``EntropyBottleneck``, ``GaussianConditional``)
+    under ``module`` run in float32 even inside a bf16 ``torch.autocast`` region: the uniform
+    noise, the quantisation and the likelihoods (hence the rate) are computed in fp32 from
+    fp32 inputs, while the analysis / synthesis transforms around them stay in bf16. Each
+    instance gets a subclass of its own class (same state dict, same methods) whose ``forward``
+    turns autocast off; ``compress``/``decompress`` are untouched. Returns ``module``."""
+    from compressai.entropy_models import EntropyModel
+
+    for m in module.modules():
+        if isinstance(m, EntropyModel) and not getattr(type(m), "_fp32_entropy", False):
+            m.__class__ = _fp32_class(type(m))
+    return module
+
+
+def _fp32_class(cls: type) -> type:
+    """The fp32 subclass of entropy model class ``cls`` (module-level, so pickle finds it)."""
+    name = f"Fp32{cls.__name__}"
+    sub = globals().get(name)
+    if sub is None:
+        sub = type(name, (cls,), {"forward": _fp32_forward, "_fp32_entropy": True})
+        sub.__module__, sub.__qualname__ = __name__, name
+        globals()[name] = sub
+    return sub
+
+
+def _define_fp32_classes() -> None:
+    from compressai import entropy_models as em
+
+    for cls in (em.EntropyBottleneck, em.GaussianConditional, em.GaussianMixtureConditional):
+        _fp32_class(cls)
+
+
+_define_fp32_classes()
+
+
 class TextBoost(CompressionModel):
     """Backbone codec + attention-guided fusion block (paper 4.2).
 
@@ -88,7 +135,7 @@ class TextBoost(CompressionModel):
     def __init__(self, model_cfg: ModelConfig):
         super().__init__()
         self.model_cfg = model_cfg
-        self.backbone = build_backbone(model_cfg)
+        self.backbone = fp32_entropy_models(build_backbone(model_cfg))  # bf16: rate in fp32
         self.fusion_block = build_fusion(model_cfg)
         self.backbone_frozen = False  # set by textboost.stages.freeze_for_stage2
         self._identity_cache: tuple[tuple, str] | None = None
