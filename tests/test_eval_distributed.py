@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from tiny_eval_set import tiny_set_and_model
+from tiny_eval_set import eval_config, tiny_set_and_model
 
 from textboost.config import load_config
 
@@ -29,22 +29,7 @@ def data(tmp_path_factory) -> dict:
 
 
 def _cfg(data: dict, out, *extra: str):
-    return load_config(
-        None,
-        [
-            f"workdir={data['root']}",
-            f"eval.models=[{data['root'] / 'model.pt'}]",
-            "eval.dataset.kind=textocr",
-            f"eval.dataset.images={data['images']}",
-            f"eval.dataset.annotations={data['ann']}",
-            "eval.baselines=[backbone]",
-            "eval.crops=1",
-            "eval.track=false",
-            "eval.register=false",
-            f"eval.out={out}",
-            *extra,
-        ],
-    )
+    return eval_config(data, out, "backbone", *extra)
 
 
 def _lines(out) -> list[dict]:

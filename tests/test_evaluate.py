@@ -10,9 +10,8 @@ import shutil
 import pytest
 import torch
 from PIL import Image
-from tiny_eval_set import tiny_set_and_model
+from tiny_eval_set import eval_config, tiny_set_and_model
 
-from textboost.config import load_config
 from textboost.errors import TextBoostError
 
 torch.set_num_threads(1)
@@ -23,23 +22,8 @@ def data(tmp_path_factory) -> dict:
     return tiny_set_and_model(tmp_path_factory.mktemp("eval"), images=2, seed=7, max_side=256)
 
 
-def _cfg(data: dict, out: str, *extra: str):
-    return load_config(
-        None,
-        [
-            f"workdir={data['root']}",
-            f"eval.models=[{data['root'] / 'model.pt'}]",
-            "eval.dataset.kind=textocr",
-            f"eval.dataset.images={data['images']}",
-            f"eval.dataset.annotations={data['ann']}",
-            "eval.baselines=[jpeg,webp,backbone]",
-            "eval.crops=1",
-            "eval.track=false",
-            "eval.register=false",
-            f"eval.out={out}",
-            *extra,
-        ],
-    )
+def _cfg(data: dict, out, *extra: str):
+    return eval_config(data, out, "jpeg,webp,backbone", *extra)
 
 
 def _rows(path) -> list[dict]:

@@ -20,3 +20,25 @@ def tiny_set_and_model(root: Path, images: int, seed: int, max_side: int) -> dic
     mc = ModelConfig(backbone="hyperprior", N=16, M=24)
     save_checkpoint(root / "model.pt", build_model(mc), mc)
     return {"root": root, "images": root / "set" / "images", "ann": root / "set" / "textocr.json"}
+
+
+def eval_config(data: dict, out, baselines: str, *extra: str):
+    """An evaluation config over ``tiny_set_and_model``'s set and model (no MLflow)."""
+    from textboost.config import load_config
+
+    return load_config(
+        None,
+        [
+            f"workdir={data['root']}",
+            f"eval.models=[{data['root'] / 'model.pt'}]",
+            "eval.dataset.kind=textocr",
+            f"eval.dataset.images={data['images']}",
+            f"eval.dataset.annotations={data['ann']}",
+            f"eval.baselines=[{baselines}]",
+            "eval.crops=1",
+            "eval.track=false",
+            "eval.register=false",
+            f"eval.out={out}",
+            *extra,
+        ],
+    )
