@@ -21,6 +21,8 @@ from jobs.common import (
 from textboost.container import MAX_PIXELS
 from textboost.words import Word
 
+DEFAULT_T = 800.0  # the paper's T_test on full-resolution images (data.filter.t_test)
+
 
 def load_image(path: str, max_pixels: int = MAX_PIXELS):
     """Open an image file as 8-bit RGB (``ImageError`` if it cannot be decoded, is above
@@ -55,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         "--image-id", default=None, help="image id in a TextOCR JSON (default: file stem)"
     )
     parser.add_argument(
-        "--t", type=positive_float, default=800.0, help="average-character-area threshold"
-    )
+        "--t", type=positive_float, default=None,
+        help="average-character-area threshold (default: the zoo model card's t_test, else "
+        f"{DEFAULT_T:g})",
+    )  # fmt: skip
     parser.add_argument("--side-info-format", default="compact", choices=["compact", "gzip"])
     parser.add_argument(
         "--max-pixels", type=positive_int, default=MAX_PIXELS,
@@ -64,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
         "decompress has the same limit)",
     )  # fmt: skip
     return parser
+
+
+def default_threshold(model: str) -> float:
+    """The operating threshold a zoo model was evaluated at (its card's ``t_test``), else 800."""
+    from textboost import zoo
+
+    if zoo.is_zoo_uri(model):
+        return float(zoo.card(model.split(":", 1)[1]).get("t_test") or DEFAULT_T)
+    return DEFAULT_T
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     image = load_image(args.image, args.max_pixels)
     image_id = args.image_id or Path(args.image).stem
     words = ocr_words(image, args.ocr, image_id)
-    kept, dropped = filter_words(words, args.t)
+    kept, dropped = filter_words(words, args.t or default_threshold(args.model))
     check_model_service(args.model)
     model, _ = load_checkpoint(args.model)
     data = encode_image(model, image, kept, args.side_info_format, args.max_pixels)

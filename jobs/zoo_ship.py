@@ -91,6 +91,8 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         "training": history + [f"stage 2: {s2cfg.get('step', '?')} steps (fusion block only)"],
         "evaluation": {m: {k: rows[m].get(k) for k in keys} for m in rows if m != "textboost"},
         "evaluated_images": summary["images"],
+        # the side-info threshold the figures were measured at (textboost compress --t default)
+        "t_test": cfg.eval.t_test or cfg.data.filter.t_test,
         "trained_on": "2 CPU cores",
     }
     return s2["outputs"]["checkpoint"], card

@@ -258,3 +258,17 @@ def test_zoo_weights_are_package_data():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["textboost.zoo"]
     assert "weights/*.pt" in patterns and "weights/*.json" in patterns
+
+
+def test_compress_sends_words_up_to_the_zoo_cards_operating_threshold(tmp_path, monkeypatch):
+    """``textboost compress --model zoo:NAME`` without ``--t`` filters at the card's t_test."""
+    from jobs.compress import DEFAULT_T, default_threshold
+
+    monkeypatch.setenv(zoo.ENV_DIR, str(tmp_path / "zoo"))
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(str(ckpt), build_model(TINY), TINY)
+    zoo.export(str(ckpt), "wide", {**card_fields(0.04), "t_test": 1400.0})
+    assert default_threshold("zoo:wide") == 1400.0
+    assert default_threshold(str(ckpt)) == DEFAULT_T == 800.0
+    for shipped in zoo.list_models():
+        assert default_threshold(f"zoo:{shipped['name']}") == shipped.get("t_test", DEFAULT_T)
