@@ -354,9 +354,19 @@ def main(argv: list[str] | None = None) -> int:
         log = os.path.join(cfg.workdir, "pipeline.log")
         print(f"textboost pipeline: Ray, Ray Train and library output go to {log}", flush=True)
         with quiet(log):
-            states = run_pipeline(cfg, tuple(args.force))
+            try:
+                states = run_pipeline(cfg, tuple(args.force))
+            finally:  # Ray workers' late output (log monitor) still goes to the log file
+                _shutdown_ray()
     print_summary(cfg, states, time.perf_counter() - start)
     return 0
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def print_summary(cfg: TextBoostConfig, states: dict[str, dict], total: float) -> None:
