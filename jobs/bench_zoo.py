@@ -6,8 +6,9 @@ its backbone (same latents, no fusion), the overlay (same container, no learning
 and AVIF at the same bits, AVIF at its lowest quality and AVIF of the 2x-downscaled image.
 Prints the results table and, per model, the issue's targets: TextBoost over its backbone
 (DET and E2E F1 ratios, PSNR difference), over the overlay, and E2E F1 against AVIF's floor
-and the originals. Logged to MLflow (sqlite under ``--workdir``); outputs (per-image CSV, RD
-curves, crops) under ``<workdir>/eval``.
+and the originals. Each zoo model is evaluated at the side-info threshold its card was measured
+at (``t_test``), one evaluation per threshold. Logged to MLflow (sqlite under ``--workdir``);
+outputs (per-image CSV, RD curves, crops) under ``<workdir>/eval-t<T>``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def targets_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def operating_threshold(uri: str) -> float:
+    """A zoo model's ``t_test`` from its card (0: the comparison config's threshold)."""
+    from textboost import zoo
+
+    if zoo.is_zoo_uri(uri):
+        return float(zoo.card(uri.split(":", 1)[1]).get("t_test") or 0.0)
+    return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m jobs.bench_zoo", description=__doc__.splitlines()[0]
@@ -73,17 +83,24 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         print("error: the zoo is empty: nothing to compare", file=sys.stderr)
         return 2
-    overrides = [f"workdir={args.workdir}", f"eval.limit={args.limit}", *args.overrides]
-    overrides.append("eval.models=[" + ",".join(models) + "]")
-    try:
-        cfg = load_config(CONFIG, overrides)
-        summary = run_evaluation(cfg)
-    except TextBoostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(results_table(summary))
-    print(targets_table(summary))
-    print(f"\noutputs: {summary['out']} (per_image.csv, summary.csv, rd_curves.png, crops/)")
+    groups: dict[float, list[str]] = {}  # each model at the threshold its card was measured at
+    for uri in models:
+        groups.setdefault(operating_threshold(uri), []).append(uri)
+    for t_test, uris in sorted(groups.items()):
+        overrides = [f"workdir={args.workdir}", f"eval.limit={args.limit}", *args.overrides]
+        overrides += ["eval.models=[" + ",".join(uris) + "]"]
+        if t_test:
+            overrides += [f"eval.t_test={t_test:g}", f"eval.out={args.workdir}/eval-t{t_test:g}"]
+        try:
+            cfg = load_config(CONFIG, overrides)
+            summary = run_evaluation(cfg)
+        except TextBoostError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"\nside-info threshold T = {t_test or cfg.data.filter.t_test:g}: {', '.join(uris)}")
+        print(results_table(summary))
+        print(targets_table(summary))
+        print(f"\noutputs: {summary['out']} (per_image.csv, summary.csv, rd_curves.png, crops/)")
     return 0
 
 
