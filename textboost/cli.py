@@ -15,7 +15,6 @@ import argparse
 import importlib
 import os
 import sys
-import warnings
 
 from textboost.errors import TextBoostError
 
@@ -114,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv or ["--help"])  # prints help / usage error and exits
         return 2
     apply_network_defaults()
-    # compressai scripts a module with torch.jit on import: not the user's concern
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     try:
         module = importlib.import_module(COMMANDS[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
