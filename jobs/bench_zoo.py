@@ -54,15 +54,6 @@ def targets_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def operating_threshold(uri: str) -> float:
-    """A zoo model's ``t_test`` from its card (0: the comparison config's threshold)."""
-    from textboost import zoo
-
-    if zoo.is_zoo_uri(uri):
-        return float(zoo.card(uri.split(":", 1)[1]).get("t_test") or 0.0)
-    return 0.0
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m jobs.bench_zoo", description=__doc__.splitlines()[0]
@@ -85,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     groups: dict[float, list[str]] = {}  # each model at the threshold its card was measured at
     for uri in models:
-        groups.setdefault(operating_threshold(uri), []).append(uri)
+        groups.setdefault(zoo.operating_threshold(uri) or 0.0, []).append(uri)
     for t_test, uris in sorted(groups.items()):
         overrides = [f"workdir={args.workdir}", f"eval.limit={args.limit}", *args.overrides]
         overrides += ["eval.models=[" + ",".join(uris) + "]"]

@@ -74,9 +74,7 @@ def default_threshold(model: str) -> float:
     """The operating threshold a zoo model was evaluated at (its card's ``t_test``), else 800."""
     from textboost import zoo
 
-    if zoo.is_zoo_uri(model):
-        return float(zoo.card(model.split(":", 1)[1]).get("t_test") or DEFAULT_T)
-    return DEFAULT_T
+    return zoo.operating_threshold(model) or DEFAULT_T
 
 
 def main(argv: list[str] | None = None) -> int:

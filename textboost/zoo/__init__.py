@@ -105,6 +105,15 @@ def card(name: str) -> dict:
     return data
 
 
+def operating_threshold(uri: str) -> float | None:
+    """The side-info threshold ``t_test`` a ``zoo:NAME`` model's figures were measured at
+    (its card), or None for another model URI or a card without one."""
+    if not is_zoo_uri(uri):
+        return None
+    value = card(uri[len(PREFIX) :]).get("t_test")
+    return float(value) if value else None
+
+
 def list_models() -> list[dict]:
     """Every model card, sorted by bpp (then name)."""
 
