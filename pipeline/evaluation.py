@@ -229,16 +229,11 @@ def baseline_rates(
     return rates, recon, encodings
 
 
-def overlay_image(model, data: bytes) -> Image.Image:
-    """The no-learning baseline of a colour container: the backbone's decoding with each sent
-    word's box filled with its background colour and the guidance glyphs drawn in its text
-    colour (``textboost.colours.overlay``): what the side info gives without the fusion block."""
-    from textboost.codec import decode_full
-
-    return _overlay(decode_full(model, data))
-
-
 def _overlay(decoded) -> Image.Image:
+    """The no-learning baseline of a colour container, from its one decoding
+    (``codec.decode_full``): the backbone's output with each sent word's box filled with its
+    background colour and the guidance glyphs drawn in its text colour
+    (``textboost.colours.overlay``): what the side info gives without the fusion block."""
     import numpy as np
 
     from textboost import colours
