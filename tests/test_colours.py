@@ -149,3 +149,44 @@ def test_stage2_swaps_in_the_colour_block_on_the_same_backbone_and_trains_only_i
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("fusion_block.") for k in changed)
+
+
+def test_refine_path_post_filters_the_whole_image_and_trains_in_stage2():
+    """model.fusion_refine: a global refinement path in the colour block. It starts as the
+    identity, changes text-free pixels once trained, keeps the codec round trip exact, and
+    leaves the identity of models without it as it was."""
+    from textboost import zoo
+    from textboost.checkpoint import load_checkpoint
+    from textboost.errors import ConfigError
+
+    shipped, _ = load_checkpoint("zoo:hp-xlow")  # trained before the field existed
+    assert shipped.identity() == zoo.card("hp-xlow")["model_identity"]
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(backbone="hyperprior", N=8, M=8, fusion="colour"))
+    cfg = ModelConfig(backbone="hyperprior", N=8, M=8, fusion="colour", fusion_refine=8)
+    refined = with_fusion(plain, cfg)
+    assert refined.fusion_block.refiner is not None and refined.identity() != plain.identity()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = refined.eval()(x)
+    assert torch.equal(out["x_hat"], out["x_base"])  # zero head: a new refiner is the identity
+    opt, _, crit = prepare_stage(refined, 2, 1e-2, 1e-3, 0.001, 10.0, "guidance")
+    g, box = torch.zeros(2, 1, 64, 64), torch.zeros(2, 1, 64, 64)
+    cmap = torch.zeros(2, 3, 64, 64)
+    for _ in range(3):  # text-free crops: only the refiner can lower the MSE
+        train_step(refined, crit, opt, None, torch.rand(2, 3, 64, 64), g, box, cmap=cmap, box=box)
+    refined.eval()
+    with torch.no_grad():
+        out = refined(x)
+    assert (out["x_hat"] - out["x_base"]).abs().max() > 1e-4  # text-free pixels are refined
+    image, word = _word_image(192, 128)
+    data = encode_image(refined, Image.fromarray(image), [word])
+    c = container.unpack(data)
+    inputs = fusion_inputs(refined, [word], c.colours, 128, 192)
+    xi = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        ref = refined(xi, **inputs)["x_hat"][0].clamp(0, 1).mul(255).round()
+    decoded = torch.from_numpy(np.asarray(decode_container(refined, data)).copy()).permute(2, 0, 1)
+    assert (decoded.float() - ref).abs().max() <= 1
+    with pytest.raises(ConfigError, match="fusion_refine needs model.fusion=colour"):
+        ModelConfig(backbone="hyperprior", N=8, M=8, fusion_refine=8)

@@ -28,7 +28,10 @@ BACKBONES = ("elic", "hyperprior")
 FUSIONS = ("paper", "colour")
 # overlay: the no-learning use of a colour container's side info (colour models only)
 BASELINES = ("jpeg", "webp", "backbone", "overlay", "avif", "avif_min", "avif_half")
-FUSION_KEYS = ("fusion", "fusion_channels", "fusion_gated", "fusion_gate_radius", "fusion_width")
+FUSION_KEYS = (
+    "fusion", "fusion_channels", "fusion_gated", "fusion_gate_radius", "fusion_width",
+    "fusion_refine",
+)  # fmt: skip
 MAX_IMAGE_SIDE = 1 << 15  # as textboost.container.MAX_SIDE
 MAX_SYNTH_WORDS = 4096
 MAX_CHANNELS = 4096
@@ -166,6 +169,9 @@ class ModelConfig:
     # block sees a colour guidance map (textboost.colours, fusion.ColourFusionBlock).
     fusion: str = "paper"
     fusion_width: int = 32  # colour block: channels of its CNN
+    # colour block: width of its global refinement path (fusion.Refiner; 0 = none). Trained in
+    # stage 2 with the block; it post-filters the whole image, text-free ones too.
+    fusion_refine: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("model.backbone", self.backbone, BACKBONES)
@@ -179,6 +185,12 @@ class ModelConfig:
         _check_range("model.fusion_gate_radius", self.fusion_gate_radius, 0, 255)
         _check_choice("model.fusion", self.fusion, FUSIONS)
         _check_range("model.fusion_width", self.fusion_width, 1, MAX_CHANNELS)
+        _check_range("model.fusion_refine", self.fusion_refine, 0, MAX_CHANNELS)
+        if self.fusion_refine and self.fusion != "colour":
+            raise ConfigError(
+                "model.fusion_refine needs model.fusion=colour (the refinement path is part of "
+                "the colour block); set model.fusion=colour or model.fusion_refine=0"
+            )
 
 
 @dataclass

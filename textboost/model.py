@@ -72,7 +72,9 @@ def build_backbone(model_cfg: ModelConfig) -> CompressionModel:
 def build_fusion(model_cfg: ModelConfig) -> nn.Module:
     """The fusion block named by ``model_cfg.fusion`` (paper Fig. 4, or the colour block)."""
     if model_cfg.fusion == "colour":
-        return ColourFusionBlock(model_cfg.fusion_width, model_cfg.fusion_gate_radius)
+        return ColourFusionBlock(
+            model_cfg.fusion_width, model_cfg.fusion_gate_radius, model_cfg.fusion_refine
+        )
     return FusionBlock(
         model_cfg.fusion_channels, model_cfg.fusion_gated, model_cfg.fusion_gate_radius
     )
@@ -269,7 +271,10 @@ class TextBoost(CompressionModel):
         if self._identity_cache is not None and self._identity_cache[0] == key:
             return self._identity_cache[1]
         h = hashlib.sha256()
-        h.update(json.dumps(to_dict(self.model_cfg), sort_keys=True).encode())
+        cfg = to_dict(self.model_cfg)
+        if not cfg.get("fusion_refine"):  # added later: hashed only when set, so models
+            cfg.pop("fusion_refine", None)  # trained before it keep their identity
+        h.update(json.dumps(cfg, sort_keys=True).encode())
         for name, p in sorted(self.named_parameters()):
             t = p.detach().cpu().contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
