@@ -48,6 +48,7 @@ from pipeline.sources import (
     SampleRef,
     fingerprint,
 )
+from textboost.canonical import canonical_json
 from textboost.errors import AnnotationError, ImageError, TextBoostError
 from textboost.words import Word
 
@@ -81,8 +82,8 @@ class Reject:
 
 
 def dumps(obj: object) -> bytes:
-    """Canonical JSON bytes: sorted keys, no spaces, UTF-8 (same object, same bytes)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The JSON of shard members and markers: canonical, UTF-8 (same object, same bytes)."""
+    return canonical_json(obj, ensure_ascii=False)
 
 
 def read_range(url: str, offset: int = -1, size: int = -1) -> bytes:

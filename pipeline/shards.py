@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pipeline import executor
 from pipeline.samples import SampleSpec, ShardTask, commit_shard, dumps, run_shard, write_atomic
 from pipeline.sources import SampleRef, absolute_url, fingerprint, list_source
+from textboost.canonical import sha256_json
 from textboost.config import SourceConfig, TextBoostConfig, to_dict
 from textboost.errors import ConfigError
 
@@ -75,8 +76,9 @@ def settings_of(cfg: TextBoostConfig, split: str) -> dict:
     return settings
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def config_hash_of(cfg: TextBoostConfig, split: str) -> str:
+    """A split's ``config_hash`` in the manifest: sha256 of its settings' UTF-8 canonical JSON."""
+    return sha256_json(settings_of(cfg, split), ensure_ascii=False)
 
 
 def code_version() -> str:
@@ -178,7 +180,7 @@ def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[Sample
             "Use a local path or s3://, or shards.executor=local"
         )
     spec = sample_spec(cfg, split)
-    chash = sha256_hex(dumps(settings_of(cfg, split)))
+    chash = config_hash_of(cfg, split)
     version = code_version()
     n = cfg.shards.samples_per_shard
     out = absolute_url(cfg.shards.out)
