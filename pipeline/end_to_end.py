@@ -115,19 +115,24 @@ def _shards_key(cfg: TextBoostConfig, done: dict) -> dict:
 
 
 def _run_shards(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
-    from pipeline.shards import build_shards
+    from pipeline.shards import build_shards, manifest_sha256
 
     if cfg.shards.executor == "ray":
         ensure_ray(cfg)
     for split in ("train", "val"):
         manifest = build_shards(cfg, split)
-    url = f"{cfg.shards.out.rstrip('/')}/manifest.json"
     counts = {s: manifest["splits"][s]["count"] for s in ("train", "val")}
-    return {"out": cfg.shards.out, "manifest_sha256": sha256_url(url), "counts": counts}
+    return {
+        "out": cfg.shards.out,
+        "manifest_sha256": manifest_sha256(cfg.shards.out),
+        "counts": counts,
+    }
 
 
 def _shards_intact(outputs: dict) -> bool:
-    return sha256_url(f"{outputs['out'].rstrip('/')}/manifest.json") == outputs["manifest_sha256"]
+    from pipeline.shards import manifest_sha256
+
+    return manifest_sha256(outputs["out"]) == outputs["manifest_sha256"]
 
 
 def _train_key(cfg: TextBoostConfig, done: dict) -> dict:

@@ -57,23 +57,12 @@ def _training_run(client, version, run_config: dict):
     return found[0] if found else None
 
 
-def _manifest(url: str) -> tuple[dict, str]:
-    import hashlib
-
-    import fsspec
-
-    from pipeline.shards import read_manifest
-
-    manifest = read_manifest(url)
-    with fsspec.open(f"{url.rstrip('/')}/manifest.json", "rb") as f:
-        return manifest, hashlib.sha256(f.read()).hexdigest()
-
-
 def trace(model_uri: str, tracking_uri: str) -> dict:
     """Everything between a registered version and its training shards, as a dict."""
     import mlflow
     from mlflow import MlflowClient
 
+    from pipeline.shards import manifest_sha256, read_manifest
     from pipeline.tracking import check_tracking_uri
     from textboost.checkpoint import load_checkpoint
 
@@ -114,7 +103,7 @@ def trace(model_uri: str, tracking_uri: str) -> dict:
     if (out["init_checkpoint"] or "").startswith("zoo:"):
         out["init_zoo"] = _zoo_lineage(out["init_checkpoint"], run)
     try:
-        manifest, sha = _manifest(shards)
+        manifest, sha = read_manifest(shards), manifest_sha256(shards)
     except (ShardError, OSError) as exc:
         out["shards"]["error"] = str(exc)
         return out

@@ -153,24 +153,32 @@ def _synthetic(ref: SampleRef, spec: SampleSpec) -> tuple[bytes, list[Word]]:
     return buf.getvalue(), list(words)
 
 
-def _words(ref: SampleRef, image: Image.Image) -> list[Word]:
+def annotation_words(ref: SampleRef, subject: str = "this image") -> list[Word] | None:
+    """The ground truth of ``ref`` from its source's annotation (TextOCR, ICDAR 2015); None
+    when the source has none (words by OCR at build time, or no words). A bad annotation
+    raises ``AnnotationError`` (``subject`` names the image), a vanished ICDAR ground-truth
+    file ``FileNotFoundError``."""
     if ref.ann_kind == ANN_TEXTOCR:
         return textocr_words(ref.ann)
     if ref.ann_kind == ANN_ERROR:
         raise AnnotationError(ref.ann)
     if ref.ann_kind == ANN_ICDAR:
         if not ref.ann:
-            raise AnnotationError(f"no ground-truth file gt_{ref.id}.txt for this image")
+            raise AnnotationError(f"no ground-truth file gt_{ref.id}.txt for {subject}")
         from textboost.ocr import read_icdar2015_gt
 
-        try:
-            data = read_range(ref.ann)
-        except FileNotFoundError:
-            raise AnnotationError(f"ground-truth file {ref.ann} is missing") from None
-        return read_icdar2015_gt(data, name=ref.ann)
-    if ref.ann_kind == ANN_OCR:
-        return ocr_words(image)
-    return []
+        return read_icdar2015_gt(read_range(ref.ann), name=ref.ann)
+    return None
+
+
+def _words(ref: SampleRef, image: Image.Image) -> list[Word]:
+    try:
+        words = annotation_words(ref)
+    except FileNotFoundError:
+        raise AnnotationError(f"ground-truth file {ref.ann} is missing") from None
+    if words is not None:
+        return words
+    return ocr_words(image) if ref.ann_kind == ANN_OCR else []
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:

@@ -274,6 +274,14 @@ def _clean(fs: fsspec.AbstractFileSystem, root: str, files: dict[str, int], n_sh
         fs.rm(doomed)
 
 
+def manifest_sha256(url: str) -> str:
+    """sha256 of the bytes of the shard folder's ``manifest.json`` (``url``: the folder), as
+    checkpoints, training runs and the pipeline's shard stage record it (lineage)."""
+    from pipeline.stage_state import sha256_url
+
+    return sha256_url(f"{url.rstrip('/')}/{MANIFEST}")
+
+
 def read_manifest(url: str) -> dict:
     """The ``manifest.json`` of a shard folder (``url`` is the folder or the file)."""
     from textboost.errors import ShardError
