@@ -347,12 +347,6 @@ def decode_side_info(data: bytes) -> list[Word]:
     return decode_side_info_full(data).words
 
 
-def side_info_image_size(data: bytes) -> tuple[int, int]:
-    """``(width, height)`` stored in side-info bytes."""
-    info = decode_side_info_full(data)
-    return info.width, info.height
-
-
 def bits_per_pixel(data: bytes, width: int, height: int) -> float:
     """What the side info adds to the bitrate of a ``width x height`` image."""
     return 8.0 * len(data) / (width * height) if width * height else math.inf
