@@ -11,7 +11,7 @@ errors other than "file not found" propagate, so the executor can retry the task
 
 ``run_shard`` is the task body: it writes a deterministic tar (members sorted, fixed
 metadata) under a temporary name, renames it, then writes the shard's stats JSON, its
-commit marker (DESIGN.md "Dataset layout").
+commit marker (docs/architecture.md "Dataset layout").
 """
 
 from __future__ import annotations

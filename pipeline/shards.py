@@ -1,6 +1,6 @@
 """WebDataset shard builder: deterministic plan, one task per shard, commit markers, manifest.
 
-Layout of ``shards.out`` (DESIGN.md "Dataset layout"):
+Layout of ``shards.out`` (docs/architecture.md "Dataset layout"):
 
 - ``<split>-%06d.tar``: uncompressed, members sorted (sample key, then field), fixed
   mtime/uid/gid/uname: the same inputs and config give the same bytes on every rebuild.
@@ -43,6 +43,8 @@ CODE_FILES = (
     "pipeline/sources.py",
     "pipeline/samples.py",
     "pipeline/shards.py",
+    "textboost/canonical.py",
+    "textboost/varint.py",
     "textboost/words.py",
     "textboost/geometry.py",
     "textboost/filtering.py",
