@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="evaluation images (0: the config's)")
     args = p.parse_args(argv)
 
-    from jobs.pipeline import derive, results_table, stage_configs
+    from jobs.pipeline import results_table
     from pipeline.console import quiet, say
+    from pipeline.end_to_end import derive, stage_configs
     from pipeline.evaluation import run_evaluation
     from pipeline.stage_state import StageState
     from pipeline.training import run_training

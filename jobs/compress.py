@@ -24,14 +24,6 @@ from textboost.words import Word
 DEFAULT_T = 800.0  # the paper's T_test on full-resolution images (data.filter.t_test)
 
 
-def load_image(path: str, max_pixels: int = MAX_PIXELS):
-    """Open an image file as 8-bit RGB (``ImageError`` if it cannot be decoded, is above
-    ``max_pixels`` by its header, or has a bit depth without a defined range)."""
-    from textboost.codec import open_image
-
-    return open_image(path, max_pixels)
-
-
 def ocr_words(image, ocr: str | None, image_id: str | None) -> list[Word]:
     """Words of ``image``: none, RapidOCR (``auto``) or an annotation file."""
     if not ocr:
@@ -84,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             refuse_same_file(source, args.output)
 
     from textboost.checkpoint import load_checkpoint
-    from textboost.codec import encode_image
+    from textboost.codec import encode_image, open_image
     from textboost.container import describe
     from textboost.filtering import filter_words
 
-    image = load_image(args.image, args.max_pixels)
+    image = open_image(args.image, args.max_pixels)
     image_id = args.image_id or Path(args.image).stem
     words = ocr_words(image, args.ocr, image_id)
     kept, dropped = filter_words(words, args.t or default_threshold(args.model))

@@ -4,9 +4,10 @@ Follows a registered version (``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``
 checkpoint it wraps, the Ray Train run that produced it (MLflow run, tag
 ``textboost.ray_run_name``), the resolved training config (and its hash) stored in the
 checkpoint, and the shard folder's ``manifest.json``, whose sha256 must equal the one the
-checkpoint and the run recorded (DESIGN.md "Lineage"). ``--rebuild`` regenerates the training
-shards from the manifest's stored config and compares them byte for byte; the exit status is
-non-zero on any mismatch.
+checkpoint and the run recorded (docs/architecture.md "Lineage"). ``--rebuild`` regenerates
+the training shards from the manifest's stored config and compares them byte for byte; the
+exit status is non-zero on any mismatch. The tracing is ``pipeline.lineage``; this module
+parses the arguments and prints.
 """
 
 from __future__ import annotations
@@ -14,145 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
-from textboost.config import TextBoostConfig, config_hash, load_config, section_from_dict
-from textboost.errors import ConfigError, ShardError, TextBoostError
-
-TAG = "textboost."
-
-
-def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
-    """``(name, version or None, alias or None)`` of a ``models:/`` URI (no I/O)."""
-    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", model_uri)
-    if not match:
-        raise ConfigError(
-            f"{model_uri!r} is not a registered model URI; use models:/NAME/VERSION or "
-            "models:/NAME@ALIAS (see `textboost registry list`)"
-        )
-    return match.groups()
-
-
-def _version(client, model_uri: str):
-    """The registered version a ``models:/`` URI names."""
-    from mlflow.exceptions import MlflowException
-
-    name, number, alias = parse_model_uri(model_uri)
-    try:
-        if alias:
-            return client.get_model_version_by_alias(name, alias)
-        return client.get_model_version(name, number)
-    except MlflowException as exc:
-        raise ConfigError(f"{model_uri}: not in the registry ({exc.message})") from None
-
-
-def _training_run(client, version, run_config: dict):
-    """The MLflow run of the Ray Train run that wrote the checkpoint."""
-    run_id = version.tags.get(f"{TAG}train_run_id")
-    if run_id:
-        return client.get_run(run_id)
-    exp = client.get_experiment_by_name(run_config["mlflow"]["experiment"])
-    name = run_config["train"]["run_name"]
-    if exp is None or not name:
-        return None
-    found = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`{TAG}ray_run_name` = '{name}'", max_results=1
-    )
-    return found[0] if found else None
-
-
-def _manifest(url: str) -> tuple[dict, str]:
-    import hashlib
-
-    import fsspec
-
-    from pipeline.shards import read_manifest
-
-    manifest = read_manifest(url)
-    with fsspec.open(f"{url.rstrip('/')}/manifest.json", "rb") as f:
-        return manifest, hashlib.sha256(f.read()).hexdigest()
-
-
-def trace(model_uri: str, tracking_uri: str) -> dict:
-    """Everything between a registered version and its training shards, as a dict."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from pipeline.tracking import check_tracking_uri
-    from textboost.checkpoint import load_checkpoint
-
-    check_tracking_uri(tracking_uri, must_exist=True)  # before any client: fails in seconds
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    version = _version(client, model_uri)
-    _, meta = load_checkpoint(f"models:/{version.name}/{version.version}")
-    run_config = meta.get("run_config") or {}
-    if "train" not in run_config:
-        raise TextBoostError(f"{model_uri}: its checkpoint carries no training config")
-    cfg = section_from_dict(TextBoostConfig, run_config)
-    run = _training_run(client, version, run_config)
-    shards = run_config["train"]["shards"]
-    out = {
-        "model": {"name": version.name, "version": str(version.version)},
-        "aliases": sorted(version.aliases),
-        "logged_by_run": version.run_id,
-        "checkpoint": {k: meta.get(k) for k in ("stage", "model_identity", "manifest_sha256")},
-        "config_hash": config_hash(cfg),
-        "model_config": run_config["model"],
-        "train_run": None,
-        "shards": {"url": shards},
-        "init_checkpoint": run_config["train"].get("init_checkpoint") or None,
-        "init_zoo": None,
-    }
-    if run is not None:
-        tags = run.data.tags
-        out["train_run"] = {
-            "run_id": run.info.run_id,
-            "name": run.info.run_name,
-            "status": run.info.status,
-            "config_hash": tags.get(f"{TAG}config_hash"),
-            "manifest_sha256": tags.get(f"{TAG}manifest_sha256"),
-            "git_commit": tags.get(f"{TAG}git_commit"),
-        }
-    if (out["init_checkpoint"] or "").startswith("zoo:"):
-        out["init_zoo"] = _zoo_lineage(out["init_checkpoint"], run)
-    try:
-        manifest, sha = _manifest(shards)
-    except (ShardError, OSError) as exc:
-        out["shards"]["error"] = str(exc)
-        return out
-    out["shards"].update(manifest_sha256=sha, splits={})
-    for split, entry in manifest["splits"].items():
-        keys = ("count", "rejected", "config_hash", "source_fingerprint", "code_version")
-        out["shards"]["splits"][split] = {
-            "shards": len(entry["shards"]),
-            **{k: entry.get(k) for k in keys},
-        }
-    from pipeline.shards import code_version
-
-    out["shards"]["code_version_now"] = code_version()
-    recorded = {meta.get("manifest_sha256")}
-    if out["train_run"]:
-        recorded.add(out["train_run"]["manifest_sha256"])
-    out["shards"]["matches"] = recorded == {sha}
-    return out
-
-
-def _zoo_lineage(init: str, run) -> dict:
-    """A ``zoo:NAME`` init checkpoint: the sha256 of the zoo file that the training run
-    recorded (tag ``textboost.init_zoo_sha256``) and of the zoo's file now (None: gone)."""
-    from textboost import zoo
-    from textboost.errors import ZooError
-
-    name = init[len("zoo:") :]
-    recorded = run.data.tags.get(f"{TAG}init_zoo_sha256") if run is not None else None
-    try:
-        now = zoo.sha256(name)
-    except (ZooError, OSError):
-        now = None
-    return {"name": name, "sha256": recorded, "sha256_now": now}
+from textboost.config import load_config
+from textboost.errors import ConfigError
 
 
 def print_trace(t: dict) -> None:
@@ -217,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         uri = load_config(args.config).mlflow.tracking_uri
     if not uri:
         raise ConfigError("give --tracking-uri, --config or MLFLOW_TRACKING_URI")
+    from pipeline.lineage import parse_model_uri, rebuild, trace
     from pipeline.tracking import check_tracking_uri
 
     parse_model_uri(args.model_uri)  # a malformed URI fails before anything is opened
@@ -232,15 +99,6 @@ def main(argv: list[str] | None = None) -> int:
             print_rebuild(t["rebuild"])
     ok = t["shards"].get("matches", False) and t.get("rebuild", {"ok": True})["ok"]
     return 0 if ok else 1
-
-
-def rebuild(t: dict, into: str | None) -> dict:
-    """Regenerate the training split from its manifest and compare bytes (``pipeline.shards``)."""
-    from pipeline.shard_check import rebuild_check
-
-    if "error" in t["shards"]:
-        return {"ok": False, "compared": 0, "errors": [t["shards"]["error"]]}
-    return rebuild_check(t["shards"]["url"], ["train"], None, [], into=into)
 
 
 def print_rebuild(report: dict) -> None:

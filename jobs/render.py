@@ -13,12 +13,10 @@ the map in red over the darkened image with the sent boxes in green (first corne
 from __future__ import annotations
 
 import argparse
-import io
 from collections import Counter
 from pathlib import PurePosixPath
 
 from textboost.config import FilterConfig
-from textboost.errors import ImageError
 from textboost.words import Word
 
 
@@ -34,21 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_image(url: str):
-    import fsspec
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with fsspec.open(url, "rb") as f:
-            image = Image.open(io.BytesIO(f.read()))
-            image.load()
-    except FileNotFoundError:
-        raise ImageError(f"image {url} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ImageError(f"cannot decode image {url}: {exc}") from None
-    return image
-
-
 def read_words(args: argparse.Namespace, image) -> list[Word]:
     from textboost.ocr import ocr_image_words, read_annotations
 
@@ -61,12 +44,13 @@ def read_words(args: argparse.Namespace, image) -> list[Word]:
 def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
+    from textboost.codec import open_image
     from textboost.filtering import filter_words, reason_kind
     from textboost.guidance import overlay, render_guidance
     from textboost.side_info import bits_per_pixel, decode_side_info, encode_side_info
 
     args = build_parser().parse_args(argv)
-    image = load_image(args.image)
+    image = open_image(args.image)
     width, height = image.size
     words = read_words(args, image)
     kept, dropped = filter_words(words, args.t)

@@ -1,4 +1,4 @@
-"""``textboost shards build|verify|rebuild``: WebDataset shards with Ray (DESIGN.md layout).
+"""``textboost shards build|verify|rebuild``: WebDataset shards with Ray (docs/architecture.md).
 
     textboost shards build CONFIG [key=value ...] [--split train|val|all]
     textboost shards verify DIR

@@ -124,23 +124,6 @@ def list_items(cfg: TextBoostConfig) -> tuple[Iterator[EvalItem], int]:
     return items, len(refs)
 
 
-def _ground_truth(ref) -> list[Word] | None:
-    from pipeline import sources
-    from pipeline.samples import read_range, textocr_words
-    from textboost.errors import AnnotationError
-    from textboost.ocr import read_icdar2015_gt
-
-    if ref.ann_kind == sources.ANN_TEXTOCR:
-        return textocr_words(ref.ann)
-    if ref.ann_kind == sources.ANN_ICDAR:
-        if not ref.ann:
-            raise AnnotationError(f"no ground-truth file gt_{ref.id}.txt for {ref.image}")
-        return read_icdar2015_gt(read_range(ref.ann), name=ref.ann)
-    if ref.ann_kind == sources.ANN_ERROR:
-        raise AnnotationError(ref.ann)
-    return None
-
-
 def _threshold(cfg: TextBoostConfig) -> float:
     from pipeline.shards import sample_spec
 
@@ -151,7 +134,7 @@ def _threshold(cfg: TextBoostConfig) -> float:
 def prepare_sample(item: EvalItem, cfg: TextBoostConfig) -> Sample:
     """The decoded image, its ground truth and its filtered side-info words; a bad input
     raises ``TextBoostError`` (or ``FileNotFoundError``): a reject."""
-    from pipeline.samples import decode_image, load_input, ocr_words
+    from pipeline.samples import annotation_words, decode_image, load_input, ocr_words
     from pipeline.shards import sample_spec
     from textboost.errors import ShardError
     from textboost.filtering import filter_words
@@ -171,7 +154,7 @@ def prepare_sample(item: EvalItem, cfg: TextBoostConfig) -> Sample:
         gt = None
     image = decode_image(data, full=True)[0].convert("RGB")
     if item.ref is not None:
-        gt = words if words is not None else _ground_truth(item.ref)
+        gt = words if words is not None else annotation_words(item.ref, item.ref.image)
     side = (gt or []) if cfg.eval.ocr == "annotations" else ocr_words(image)
     kept, _ = filter_words(side, _threshold(cfg))
     return Sample(item.key, image, gt, kept)

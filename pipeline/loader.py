@@ -3,11 +3,11 @@
 Every reader (a DataLoader worker of a rank) takes every S-th shard of one endless sequence of
 seeded per-round permutations of the shard list (S readers in all), reads each shard whole into
 its shuffle buffer, and stops after ``steps_per_epoch`` batches, so all DDP ranks run the same
-number of steps (DESIGN.md, known traps) and every shard is read equally often (within one
+number of steps (docs/architecture.md "Known traps") and every shard is read equally often (within one
 read) however the shard count divides among the readers. Samples that cannot be
 decoded are skipped and counted by a webdataset handler; the count travels with each batch.
 
-Shard sample fields (DESIGN.md): ``jpg`` | ``png``, ``ocr.json``, ``guide.png``, ``side.bin``,
+Shard sample fields (docs/architecture.md "Sample fields"): ``jpg`` | ``png``, ``ocr.json``, ``guide.png``, ``side.bin``,
 ``meta.json``. The crop window is cut identically from image, guidance map and text mask.
 """
 

@@ -11,7 +11,7 @@ errors other than "file not found" propagate, so the executor can retry the task
 
 ``run_shard`` is the task body: it writes a deterministic tar (members sorted, fixed
 metadata) under a temporary name, renames it, then writes the shard's stats JSON, its
-commit marker (DESIGN.md "Dataset layout").
+commit marker (docs/architecture.md "Dataset layout").
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from pipeline.sources import (
     SampleRef,
     fingerprint,
 )
+from textboost.canonical import canonical_json
 from textboost.errors import AnnotationError, ImageError, TextBoostError
 from textboost.words import Word
 
@@ -81,8 +82,8 @@ class Reject:
 
 
 def dumps(obj: object) -> bytes:
-    """Canonical JSON bytes: sorted keys, no spaces, UTF-8 (same object, same bytes)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The JSON of shard members and markers: canonical, UTF-8 (same object, same bytes)."""
+    return canonical_json(obj, ensure_ascii=False)
 
 
 def read_range(url: str, offset: int = -1, size: int = -1) -> bytes:
@@ -152,24 +153,32 @@ def _synthetic(ref: SampleRef, spec: SampleSpec) -> tuple[bytes, list[Word]]:
     return buf.getvalue(), list(words)
 
 
-def _words(ref: SampleRef, image: Image.Image) -> list[Word]:
+def annotation_words(ref: SampleRef, subject: str = "this image") -> list[Word] | None:
+    """The ground truth of ``ref`` from its source's annotation (TextOCR, ICDAR 2015); None
+    when the source has none (words by OCR at build time, or no words). A bad annotation
+    raises ``AnnotationError`` (``subject`` names the image), a vanished ICDAR ground-truth
+    file ``FileNotFoundError``."""
     if ref.ann_kind == ANN_TEXTOCR:
         return textocr_words(ref.ann)
     if ref.ann_kind == ANN_ERROR:
         raise AnnotationError(ref.ann)
     if ref.ann_kind == ANN_ICDAR:
         if not ref.ann:
-            raise AnnotationError(f"no ground-truth file gt_{ref.id}.txt for this image")
+            raise AnnotationError(f"no ground-truth file gt_{ref.id}.txt for {subject}")
         from textboost.ocr import read_icdar2015_gt
 
-        try:
-            data = read_range(ref.ann)
-        except FileNotFoundError:
-            raise AnnotationError(f"ground-truth file {ref.ann} is missing") from None
-        return read_icdar2015_gt(data, name=ref.ann)
-    if ref.ann_kind == ANN_OCR:
-        return ocr_words(image)
-    return []
+        return read_icdar2015_gt(read_range(ref.ann), name=ref.ann)
+    return None
+
+
+def _words(ref: SampleRef, image: Image.Image) -> list[Word]:
+    try:
+        words = annotation_words(ref)
+    except FileNotFoundError:
+        raise AnnotationError(f"ground-truth file {ref.ann} is missing") from None
+    if words is not None:
+        return words
+    return ocr_words(image) if ref.ann_kind == ANN_OCR else []
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:

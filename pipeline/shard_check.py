@@ -15,18 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 
-from pipeline.samples import dumps
 from pipeline.shards import (
     MANIFEST,
     REJECTED,
     SPLITS,
     build_split,
+    config_hash_of,
     filesystem,
     folder_of,
     read_json,
     read_manifest,
-    settings_of,
-    sha256_hex,
 )
 from textboost.config import TextBoostConfig
 
@@ -208,7 +206,7 @@ def rebuild_check(
                 report["errors"].append(f"{split}: not in the manifest")
                 continue
             cfg = config_from_manifest(entry, scratch, overrides)
-            if sha256_hex(dumps(settings_of(cfg, split))) != entry["config_hash"]:
+            if config_hash_of(cfg, split) != entry["config_hash"]:
                 report["errors"].append(f"{split}: the stored config does not reproduce its hash")
             stats, summary = build_split(cfg, split, only)
             if summary["code_version"] != entry["code_version"]:

@@ -1,6 +1,6 @@
 """WebDataset shard builder: deterministic plan, one task per shard, commit markers, manifest.
 
-Layout of ``shards.out`` (DESIGN.md "Dataset layout"):
+Layout of ``shards.out`` (docs/architecture.md "Dataset layout"):
 
 - ``<split>-%06d.tar``: uncompressed, members sorted (sample key, then field), fixed
   mtime/uid/gid/uname: the same inputs and config give the same bytes on every rebuild.
@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pipeline import executor
 from pipeline.samples import SampleSpec, ShardTask, commit_shard, dumps, run_shard, write_atomic
 from pipeline.sources import SampleRef, absolute_url, fingerprint, list_source
+from textboost.canonical import sha256_json
 from textboost.config import SourceConfig, TextBoostConfig, to_dict
 from textboost.errors import ConfigError
 
@@ -42,6 +43,8 @@ CODE_FILES = (
     "pipeline/sources.py",
     "pipeline/samples.py",
     "pipeline/shards.py",
+    "textboost/canonical.py",
+    "textboost/varint.py",
     "textboost/words.py",
     "textboost/geometry.py",
     "textboost/filtering.py",
@@ -75,8 +78,9 @@ def settings_of(cfg: TextBoostConfig, split: str) -> dict:
     return settings
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def config_hash_of(cfg: TextBoostConfig, split: str) -> str:
+    """A split's ``config_hash`` in the manifest: sha256 of its settings' UTF-8 canonical JSON."""
+    return sha256_json(settings_of(cfg, split), ensure_ascii=False)
 
 
 def code_version() -> str:
@@ -178,7 +182,7 @@ def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[Sample
             "Use a local path or s3://, or shards.executor=local"
         )
     spec = sample_spec(cfg, split)
-    chash = sha256_hex(dumps(settings_of(cfg, split)))
+    chash = config_hash_of(cfg, split)
     version = code_version()
     n = cfg.shards.samples_per_shard
     out = absolute_url(cfg.shards.out)
@@ -270,6 +274,14 @@ def _clean(fs: fsspec.AbstractFileSystem, root: str, files: dict[str, int], n_sh
             doomed.append(f"{root}/{name}")
     if doomed:
         fs.rm(doomed)
+
+
+def manifest_sha256(url: str) -> str:
+    """sha256 of the bytes of the shard folder's ``manifest.json`` (``url``: the folder), as
+    checkpoints, training runs and the pipeline's shard stage record it (lineage)."""
+    from pipeline.stage_state import sha256_url
+
+    return sha256_url(f"{url.rstrip('/')}/{MANIFEST}")
 
 
 def read_manifest(url: str) -> dict:

@@ -16,16 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.console import say
+from textboost.canonical import sha256_json
 from textboost.config import TextBoostConfig
 from textboost.errors import ConfigError
 
 STATE_DIR = "pipeline"
-
-
-def sha256_json(obj: object) -> str:
-    """sha256 of the canonical JSON of ``obj`` (sorted keys, no spaces)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def sha256_url(url: str) -> str:
@@ -78,7 +73,7 @@ def run_stage(stage: Stage, cfg: TextBoostConfig, done: dict, workdir: str, forc
     """Skip, resume or run one stage; returns its state (with ``outputs``)."""
     state = StageState.load(workdir, stage.name)
     try:
-        key = sha256_json({"stage": stage.name, **stage.key(cfg, done)})
+        key = sha256_json({"stage": stage.name, **stage.key(cfg, done)}, default=str)
     except KeyError as exc:
         raise ConfigError(
             f"stage {stage.name} needs the outputs of stage {exc.args[0]}: add it to "

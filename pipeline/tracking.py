@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from textboost.canonical import sha256_json
 from textboost.config import MlflowConfig
 from textboost.errors import CheckpointError, ConfigError, TextBoostError
 
@@ -447,15 +448,6 @@ def log_summary(summary: dict) -> None:
     mlflow.set_tag(f"{TAG}lpips", summary["lpips"])
 
 
-def _dict_hash(d: dict | None) -> str:
-    import hashlib
-
-    if not d:
-        return ""
-    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def version_tags(summary: dict, label: str, run_id: str) -> dict:
     """Registry tags of one evaluated model: its TextBoost metrics and its lineage."""
     meta = summary["model_meta"][label]
@@ -471,7 +463,9 @@ def version_tags(summary: dict, label: str, run_id: str) -> dict:
             f"{TAG}eval_run_id": run_id,
             f"{TAG}model_identity": meta.get("model_identity") or "",
             f"{TAG}manifest_sha256": meta.get("manifest_sha256") or "",
-            f"{TAG}config_hash": _dict_hash(meta.get("run_config")),
+            f"{TAG}config_hash": (
+                sha256_json(meta["run_config"]) if meta.get("run_config") else ""
+            ),
             f"{TAG}stage": meta.get("stage") if meta.get("stage") is not None else "",
             f"{TAG}source_checkpoint": meta["uri"],
         }

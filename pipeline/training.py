@@ -19,7 +19,6 @@ seeded by (seed, epoch, resume step, rank).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import subprocess
@@ -40,6 +39,7 @@ from pipeline.loader import (
     text_share,
     to_float,
 )
+from pipeline.sources import absolute_url
 from textboost.config import (
     ModelConfig,
     TextBoostConfig,
@@ -401,22 +401,6 @@ def git_commit() -> str:
         return os.environ.get("TEXTBOOST_GIT_COMMIT", "").strip() or "unknown"
 
 
-def manifest_sha256(shards_url: str) -> str:
-    """sha256 of the shard folder's ``manifest.json`` bytes (lineage: run -> shards)."""
-    import fsspec
-
-    from pipeline.shards import read_manifest
-
-    read_manifest(shards_url)  # validates (raises ShardError with what to do)
-    with fsspec.open(f"{shards_url.rstrip('/')}/manifest.json", "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def absolute_url(url: str) -> str:
-    """Local paths made absolute (workers have another working directory); URLs kept."""
-    return url if "://" in url else os.path.abspath(url)
-
-
 def storage_root(tcfg: TrainConfig) -> str:
     """Ray's storage path (local or any pyarrow/fsspec URL: s3://, gs://, ...)."""
     return absolute_url(tcfg.storage_path)
@@ -523,6 +507,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.executor import ensure_ray
+    from pipeline.shards import manifest_sha256
 
     tcfg = cfg.train
     if tcfg.stage == 2 and not tcfg.init_checkpoint:
@@ -537,7 +522,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
         check_model_uris([init], tracking_uri, "train.init_checkpoint")
     run_name, root = tcfg.run_name or unique_run_name(tcfg.stage), storage_root(tcfg)
     shards = absolute_url(tcfg.shards)  # Ray workers run in their own working directory
-    urls = shard_list(shards, "train")
+    urls = shard_list(shards, "train")  # validates the manifest (ShardError with what to do)
     tags = {
         f"{TAG}manifest_sha256": manifest_sha256(shards),
         f"{TAG}config_hash": config_hash(cfg),

@@ -323,7 +323,7 @@ def test_training_job_runs_ddp_on_both_nodes_and_logs_to_the_server(
 ) -> None:
     from mlflow import MlflowClient
 
-    from pipeline.training import manifest_sha256
+    from pipeline.shards import manifest_sha256
     from textboost.checkpoint import load_checkpoint
 
     logs = run_job(services, f"{sys.executable} -m jobs.train {job_config} stage=1 --json")

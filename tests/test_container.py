@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from textboost import container
 from textboost.container import Container, describe, pack, unpack
 from textboost.errors import ContainerError
+from textboost.varint import uvarint
 
 MODEL_ID = "0123456789abcdef"
 
@@ -89,7 +90,7 @@ def test_checksum_trailing_and_truncation():
 
 
 def _varint(v: int) -> bytes:
-    return container._varint(v)
+    return uvarint(v)
 
 
 def _header(side_len: int, w: int = 100, h: int = 60) -> bytes:

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textboost.config import FilterConfig
 from textboost.errors import ConfigError
 from textboost.filtering import (
     avg_char_area,
@@ -14,7 +13,6 @@ from textboost.filtering import (
     keep_word,
     num_chars,
     reason_kind,
-    threshold,
 )
 from textboost.geometry import RotatedRect
 from textboost.words import Word
@@ -30,12 +28,6 @@ def test_avg_char_area_is_area_over_characters():
     assert avg_char_area(box(40, 10, "abcd", angle=37)) == pytest.approx(100)
     assert avg_char_area(box(40, 10, "")) == float("inf")
     assert num_chars(" a\tb\n") == 2
-
-
-def test_thresholds_come_from_config():
-    cfg = FilterConfig()
-    assert threshold(cfg, "train") == 150 and threshold(cfg, "test") == 800
-    assert threshold(FilterConfig(t_train=10, t_test=20), "val") == 20
 
 
 def test_keep_rule_and_reasons():

@@ -16,7 +16,6 @@ from textboost.geometry import (
     RotatedRect,
     min_rotated_rect,
     normalize_angle,
-    polygon_area,
     principal_angle,
     rasterize_polygon,
     repair_polygon,
@@ -94,7 +93,6 @@ def test_curved_polygon_uses_its_top_edge_as_reading_direction():
 def test_bow_tie_is_repaired_to_its_hull():
     poly, note = repair_polygon([(0, 0), (10, 4), (10, 0), (0, 4)])
     assert poly.is_valid and poly.area == pytest.approx(40) and "convex hull" in note
-    assert polygon_area([(0, 0), (10, 4), (10, 0), (0, 4)]) == pytest.approx(40)
 
 
 def test_self_intersecting_polygon_keeps_its_largest_piece():

@@ -366,7 +366,7 @@ def test_pixel_limit_on_both_sides_from_the_header(ckpt, model, image_file, tmp_
     assert defaults == {codec.MAX_DECODE_PIXELS} == {container.MAX_PIXELS}
     with pytest.raises(ImageError, match="above the limit"):
         codec.encode_image(model, Image.new("RGB", (50, 50)), [], max_pixels=2499)
-    assert compress.load_image(str(image_file)).size == (96, 64)
+    assert codec.open_image(str(image_file)).size == (96, 64)
 
 
 # --------------------------------------------------------------------- 5. 16-bit images

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from jobs import lineage, pipeline
+from pipeline.lineage import trace
+from pipeline.stage_state import sha256_url
 from textboost.config import load_config
 from textboost.errors import ConfigError
 
@@ -99,7 +101,7 @@ def test_outputs_are_linked_by_hashes(run: dict) -> None:
     assert Path(shards["out"], "manifest.json").is_file()
     assert shards["counts"]["train"] == 6
     ckpt1, ckpt2 = after["stage1"]["outputs"], after["stage2"]["outputs"]
-    assert pipeline.sha256_url(ckpt2["checkpoint"]) == ckpt2["checkpoint_sha256"]
+    assert sha256_url(ckpt2["checkpoint"]) == ckpt2["checkpoint_sha256"]
     assert ckpt1["checkpoint_sha256"] != ckpt2["checkpoint_sha256"]
     summary = after["evaluate"]["outputs"]["summary"]
     methods = {m["method"] for m in summary["means"]}
@@ -175,13 +177,13 @@ def test_a_lost_output_is_rebuilt(run: dict) -> None:
     assert pipeline.main([str(run["config"]), "pipeline.stages=[evaluate]"]) == 0
     state = json.loads((run["workdir"] / "pipeline" / "evaluate.json").read_text())
     assert not state["skipped"]
-    assert pipeline.sha256_url(str(summary)) == state["outputs"]["summary_sha256"]
+    assert sha256_url(str(summary)) == state["outputs"]["summary_sha256"]
 
 
 def test_lineage_traces_version_to_shards_and_rebuilds_them(run: dict, capsys) -> None:
     cfg = load_config(run["config"])
     uri = "models:/tiny-codec/1"
-    t = lineage.trace(uri, cfg.mlflow.tracking_uri)
+    t = trace(uri, cfg.mlflow.tracking_uri)
     after = run["after"]
     assert t["train_run"]["run_id"] == after["stage2"]["outputs"]["run_id"]
     assert t["train_run"]["config_hash"] == t["config_hash"]

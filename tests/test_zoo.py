@@ -196,7 +196,7 @@ def test_export_refuses_big_files_and_incomplete_cards(shipped, tmp_path, monkey
 
 
 def test_zoo_uri_is_kept_for_workers_and_recorded_for_lineage(shipped, zoo_dir):
-    from jobs.pipeline import init_identity
+    from pipeline.end_to_end import init_identity
     from pipeline.training import init_checkpoint_tags, worker_init_checkpoint
 
     sha = zoo.sha256("tiny")
@@ -215,7 +215,7 @@ def test_zoo_uri_is_kept_for_workers_and_recorded_for_lineage(shipped, zoo_dir):
 
 
 def test_evaluated_zoo_model_is_tagged_with_its_sha256(zoo_dir):
-    from jobs.lineage import _zoo_lineage
+    from pipeline.lineage import _zoo_lineage
     from pipeline.tracking import version_tags
 
     summary = {

@@ -6,7 +6,7 @@ exactly as in training); latent strings -> backbone decoder -> fusion block with
 map -> image. Both run in eval mode under ``torch.inference_mode``; the entropy models' CDF
 tables are refreshed (``update(force=True)``) whenever the weights changed. Same model, same
 image and words => the same bytes (entropy decoding is only exact on the same device and
-software stack as encoding: DESIGN known traps).
+software stack as encoding: docs/architecture.md "Known traps").
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MAX_PIXELS = container.MAX_PIXELS  # ~33.5 MP: default limit on both sides (--ma
 MAX_DECODE_PIXELS = MAX_PIXELS  # refuse to allocate more for a (hostile) container
 
 # compressai's rANS decoder (``RansDecoder.decode_with_indexes``, C++) reads 32-bit words from
-# the string without checking its length (DESIGN.md known traps): an empty or short string
+# the string without checking its length (docs/architecture.md "Known traps"): an empty or short string
 # with a valid container checksum made it read past the end and crash the process. Every
 # string the encoder writes is whole words and holds at least the flushed 64-bit state, and
 # the decoder reads exactly the words the encoder wrote; so before decoding, strings are

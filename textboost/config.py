@@ -10,8 +10,6 @@ in range, with the dotted key and the allowed range in the message.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from textboost.canonical import sha256_json
 from textboost.errors import ConfigError
 
 SOURCE_KINDS = ("synthetic", "textocr", "icdar2015", "imagenet", "folder", "shards")
@@ -508,8 +507,7 @@ def section_from_dict(cls: type, data: dict) -> Any:
 
 def config_hash(cfg: Any) -> str:
     """sha256 of the canonical JSON of a config (section); stable across processes."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_json(to_dict(cfg))
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

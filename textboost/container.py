@@ -28,6 +28,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from textboost.errors import ContainerError
+from textboost.varint import VarintError, read_uvarint, uvarint
 
 MAGIC = b"TBX"
 FORMAT_VERSION = 1  # written when there is no colour block (paper fusion block)
@@ -60,15 +61,6 @@ class Container:
         return sum(len(s) for ss in self.strings for s in ss)
 
 
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, v = v & 0x7F, v >> 7
-        out.append(byte | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
 def pack(c: Container) -> bytes:
     """Serialise ``c`` (raises ``ContainerError`` for values the format cannot hold)."""
     try:
@@ -92,18 +84,18 @@ def pack(c: Container) -> bytes:
         MAGIC,
         bytes([COLOUR_VERSION if c.colours else FORMAT_VERSION]),
         model_id,
-        _varint(c.width),
-        _varint(c.height),
+        uvarint(c.width),
+        uvarint(c.height),
         bytes(c.padding),
-        _varint(len(c.side_info)),
+        uvarint(len(c.side_info)),
         bytes(c.side_info),
     ]
     if c.colours:
-        parts += [_varint(len(c.colours)), bytes(c.colours)]
+        parts += [uvarint(len(c.colours)), bytes(c.colours)]
     parts.append(bytes([len(c.strings), batch]))
     for ss in c.strings:
         for s in ss:
-            parts += [_varint(len(s)), bytes(s)]
+            parts += [uvarint(len(s)), bytes(s)]
     body = b"".join(parts)
     return body + _U32.pack(zlib.crc32(body))
 
@@ -125,13 +117,15 @@ class _Reader:
         return out
 
     def varint(self, what: str) -> int:
-        value = 0
-        for i in range(_MAX_VARINT_BYTES):
-            (byte,) = self.take(1, what)
-            value |= (byte & 0x7F) << (7 * i)
-            if not byte & 0x80:
-                return value
-        raise ContainerError(f"damaged container: {what} is not a valid varint")
+        try:
+            value, self.pos = read_uvarint(self.data, self.pos, self.end, _MAX_VARINT_BYTES)
+        except VarintError as exc:
+            if exc.truncated:
+                raise ContainerError(
+                    f"truncated or damaged container: {what} needs 1 bytes, 0 remain"
+                ) from None
+            raise ContainerError(f"damaged container: {what} is not a valid varint") from None
+        return value
 
 
 def unpack(data: bytes) -> Container:

@@ -137,11 +137,3 @@ def match_image(gt_words: Sequence[Word], det_words: Sequence[Word]) -> Spotting
                 counts.e2e_tp += int(transcriptions_match(g_text, d_text))
                 break
     return counts
-
-
-def evaluate_set(pairs: Sequence[tuple[Sequence[Word], Sequence[Word]]]) -> dict[str, float]:
-    """Global scores over ``[(gt_words, det_words), ...]`` plus the summed counts."""
-    total = SpottingCounts()
-    for gt, det in pairs:
-        total = total + match_image(gt, det)
-    return {**total.to_dict(), **total.scores()}

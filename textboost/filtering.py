@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from textboost.config import FilterConfig
 from textboost.errors import ConfigError, GeometryError
 from textboost.geometry import repair_polygon
 from textboost.words import Word
@@ -33,11 +32,6 @@ def avg_char_area(word: Word) -> float:
     area = repair_polygon(word.polygon)[0].area
     n = num_chars(word.text)
     return float(area) / n if n else float("inf")
-
-
-def threshold(cfg: FilterConfig, split: str) -> float:
-    """``T_train`` for training crops (``split="train"``), ``T_test`` otherwise."""
-    return float(cfg.t_train if split == "train" else cfg.t_test)
 
 
 def keep_word(word: Word, t: float) -> tuple[bool, str | None]:

@@ -146,12 +146,6 @@ def repair_polygon(points: Points) -> tuple[Polygon, str | None]:
     return poly, note
 
 
-def polygon_area(points: Points) -> float:
-    """Area in px^2 of the (repaired) polygon."""
-    area = _convex_quad_area(_as_points(points))
-    return area if area is not None else float(repair_polygon(points)[0].area)
-
-
 def _hull(points: Points) -> list[tuple[float, float]]:
     pts = _as_points(points)
     if _convex_quad_area(pts) is not None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from textboost.errors import GeometryError, SideInfoError
 from textboost.geometry import RotatedRect, min_rotated_rect
+from textboost.varint import VarintError, put_uvarint, read_uvarint
 from textboost.words import Word
 
 GZIP, COMPACT = 0x10, 0x20
@@ -42,6 +43,7 @@ MAX_POINTS = 1024  # per polygon (gzip format)
 MAX_TEXT_BYTES = 1024  # UTF-8 bytes per word
 MAX_COORD = float(1 << 20)  # px, |coordinate| and rectangle sides
 MAX_PAYLOAD = 4 << 20  # decompressed bytes
+_MAX_VARINT_BYTES = 7  # values < 2**49; every value is further bounded by its limit
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 1 << 16}]
 
 
@@ -58,13 +60,6 @@ class SideInfo:
 # --------------------------------------------------------------------------- varints
 
 
-def _put(out: bytearray, v: int) -> None:
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-
-
 def _zz(v: int) -> int:
     return (v << 1) if v >= 0 else ((-v) << 1) - 1
 
@@ -78,18 +73,12 @@ class _Reader:
         self.data, self.pos = data, pos
 
     def varint(self, limit: int, what: str) -> int:
-        v, shift = 0, 0
-        while True:
-            if self.pos >= len(self.data):
-                raise SideInfoError(f"side info truncated while reading {what}")
-            b = self.data[self.pos]
-            self.pos += 1
-            v |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
-            if shift > 42:
-                raise SideInfoError(f"side info has an over-long varint for {what}")
+        try:
+            v, self.pos = read_uvarint(self.data, self.pos, len(self.data), _MAX_VARINT_BYTES)
+        except VarintError as exc:
+            if exc.truncated:
+                raise SideInfoError(f"side info truncated while reading {what}") from None
+            raise SideInfoError(f"side info has an over-long varint for {what}") from None
         if v > limit:
             raise SideInfoError(f"side info {what} = {v} exceeds the limit {limit}")
         return v
@@ -224,25 +213,25 @@ def _encode_compact(words: list[Word], w: int, h: int) -> bytes:
     rows.sort()
     head = bytearray([COMPACT])
     for v in (w, h, len(rows)):
-        _put(head, v)
+        put_uvarint(head, v)
     if not rows:
         return bytes(head)
     cols: list[bytearray] = [bytearray() for _ in range(7)]
     px = py = 0
     for qy, qx, ql, qh, qa, text, _ in rows:
-        _put(cols[0], _zz(qy - py))
-        _put(cols[1], _zz(qx - px))
-        _put(cols[2], ql)
-        _put(cols[3], qh)
-        _put(cols[4], _zz(qa))
-        _put(cols[5], len(text))
+        put_uvarint(cols[0], _zz(qy - py))
+        put_uvarint(cols[1], _zz(qx - px))
+        put_uvarint(cols[2], ql)
+        put_uvarint(cols[3], qh)
+        put_uvarint(cols[4], _zz(qa))
+        put_uvarint(cols[5], len(text))
         cols[6] += text
         px, py = qx, qy
     flags = bytearray()
     illegible = [i for i, row in enumerate(rows) if not row[6]]
-    _put(flags, len(illegible))
+    put_uvarint(flags, len(illegible))
     for i in illegible:
-        _put(flags, i)
+        put_uvarint(flags, i)
     payload = _capped(bytes(flags + b"".join(cols)))
     best = min((len(c), m, c) for m in range(4) for c in [_compress(m, payload)])
     head[0] = COMPACT | best[1]
@@ -356,12 +345,6 @@ def decode_side_info_full(data: bytes) -> SideInfo:
 def decode_side_info(data: bytes) -> list[Word]:
     """The words of side-info bytes (``decode_side_info_full`` also gives the image size)."""
     return decode_side_info_full(data).words
-
-
-def side_info_image_size(data: bytes) -> tuple[int, int]:
-    """``(width, height)`` stored in side-info bytes."""
-    info = decode_side_info_full(data)
-    return info.width, info.height
 
 
 def bits_per_pixel(data: bytes, width: int, height: int) -> float:
