@@ -18,6 +18,8 @@ Only these sources are used (DEVELOPERS.md), so held-out checks stay clean:
     assets/fonts/heldout/    Lato, Open Sans, Carlito, Caladea (validation text only)
     assets/valset/           the validation set: 48 synthetic scene-text images (768-1024 px,
                              TextOCR layout) over held-out photos, in held-out fonts
+    assets/textfree/         the text-free set (paper 5.2.6, Kodak's role): 46 crops of the
+                             held-out photos, 768x512 where the photo allows, no text drawn
 
 The split is fixed by file name (``HELDOUT_PHOTOS``), so every machine holds out the same
 photos. Rerunning is a no-op when ``assets/.complete`` exists.
@@ -165,6 +167,7 @@ def install(root: Path = ASSET_ROOT, quiet: bool = False) -> Path:
     if min(counts.values()) == 0:
         raise AssetError(f"asset install incomplete under {root}: {counts}")
     write_valset(root)
+    write_textfree(root)
     (root / ".complete").write_text(repr(counts) + "\n")
     if not quiet:
         print(f"  assets: {counts} under {root}", flush=True)
@@ -185,6 +188,46 @@ def write_valset(root: Path = ASSET_ROOT) -> dict:
         min_side=VALSET["min_side"], words=VALSET["words"], split="val",
         fonts=str(root / "fonts/heldout"),
     )  # fmt: skip
+
+
+TEXTFREE_SIZE = (768, 512)  # Kodak's size
+
+
+def textfree_crops(image):
+    """Deterministic crops of one photo for the text-free set: a photo no larger than
+    ``TEXTFREE_SIZE`` is kept whole; a larger one gives the whole photo scaled to 768 px wide,
+    four corner crops of it scaled to 1,536 px wide, and a centre crop at full resolution."""
+    from PIL import Image
+
+    cw, ch = TEXTFREE_SIZE
+    w, h = image.size
+    if w <= cw or h <= ch:
+        return [image]
+    whole = image.resize((cw, max(1, round(h * cw / w))), Image.Resampling.LANCZOS)
+    big = image.resize((2 * cw, max(ch, round(h * 2 * cw / w))), Image.Resampling.LANCZOS)
+    bh = big.size[1]
+    corners = [big.crop((x, y, x + cw, y + ch)) for y in (0, bh - ch) for x in (0, cw)]
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return [whole, *corners, image.crop((x0, y0, x0 + cw, y0 + ch))]
+
+
+def write_textfree(root: Path = ASSET_ROOT) -> list[Path]:
+    """The text-free evaluation set (``root/textfree/images``, PNG): crops of the held-out
+    photos only, so TextBoost can be checked against its backbone where there is no text
+    (paper 5.2.6 uses Kodak). Same bytes on every machine."""
+    from PIL import Image
+
+    out = root / "textfree" / "images"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted((root / "photos" / "heldout").iterdir()):
+        with Image.open(path) as im:
+            crops = textfree_crops(im.convert("RGB"))
+        for i, crop in enumerate(crops):
+            target = out / f"{path.stem}-{i}.png"
+            crop.save(target, optimize=False)
+            written.append(target)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
