@@ -9,7 +9,11 @@ with real bitstreams, next to the backbone and the overlay:
 * ``paper``: the paper's block and loss (Fig. 4, Eq. 8: white-on-black guidance, L_gc
   against the original), no word colours;
 * ``fusion-only``: the colour block with alpha = 0 (only the MSE to the original);
-* ``full``: the pipeline's stage-2 model (colour block, L_gc against the colour guidance).
+* ``text-path``: the colour block and L_gc against the colour guidance, without the global
+  refinement path (``model.fusion_refine=0``);
+* ``full``: the pipeline's stage-2 model (with the refinement path when its config has one);
+* ``refine only`` (with ``--refine-only``): the full model evaluated with no side info sent
+  (``eval.t_test`` ~ 0), i.e. what the refinement path alone does to the backbone's output.
 
 Each variant is its own Ray Train run in ``<workdir>/ablation`` (resumable by name); the
 evaluation is logged to MLflow. Prints one table: bpp, PSNR, MS-SSIM, DET F1, E2E F1.
@@ -23,15 +27,24 @@ import os
 import sys
 
 VARIANTS = {
-    "paper": ["model.fusion=paper", "train.gc_target=original"],
-    "fusion-only": ["model.fusion=colour", "train.gc_target=guidance", "train.alpha=0"],
-}
+    "paper": ["model.fusion=paper", "model.fusion_refine=0", "train.gc_target=original"],
+    "fusion-only": [
+        "model.fusion=colour", "model.fusion_refine=0", "train.gc_target=guidance",
+        "train.alpha=0",
+    ],
+    "text-path": ["model.fusion=colour", "model.fusion_refine=0", "train.gc_target=guidance"],
+}  # fmt: skip
+NO_WORDS_T = 1e-6  # px^2 of average character area: no word is that small, none is sent
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.ablate", description=__doc__.splitlines()[0])
     p.add_argument("config", help="a zoo config whose pipeline has run (configs/zoo/*.yaml)")
     p.add_argument("--limit", type=int, default=0, help="evaluation images (0: the config's)")
+    p.add_argument(
+        "--refine-only", action="store_true",
+        help="also evaluate the full model with no side info (its refinement path alone)",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
     from jobs.pipeline import results_table
@@ -56,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         base = stage_configs(cfg)["stage2"]
         models = {}
         log = os.path.join(cfg.workdir, "ablation", "ablation.log")
+        full_refines = base.model.fusion_refine > 0
         for name, overrides in VARIANTS.items():
+            if name == "text-path" and not full_refines:
+                continue  # the full model is the text path
             run_cfg = derive(base, overrides, f"ablation {name}")
             run_cfg.train.init_checkpoint = stage1["outputs"]["checkpoint"]
             run_cfg.train.run_name = f"ablation-{name}"
@@ -83,12 +99,22 @@ def main(argv: list[str] | None = None) -> int:
         say(f"[ablation] evaluating {', '.join(models)} on {ev.eval.dataset.images or 'synthetic'}")
         with quiet(log):
             summary = run_evaluation(ev)
+        if args.refine_only:
+            ev.eval.models, ev.eval.t_test = [models["full"]], NO_WORDS_T
+            ev.eval.baselines = ["backbone"]
+            ev.eval.out = os.path.join(cfg.workdir, "ablation", "eval-no-words")
+            say("[ablation] the full model with no side info sent (refinement path alone)")
+            with quiet(log):
+                no_words = run_evaluation(ev)
     except TextBoostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = dict(zip(summary["models"], models))
     say("variants: " + ", ".join(f"{m} = {v}" for m, v in names.items()))
     say(results_table(summary))
+    if args.refine_only:
+        say("refine only (the full model, no side info sent):")
+        say(results_table(no_words))
     return 0
 
 
