@@ -72,6 +72,9 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         steps1 += bsteps
         wall += _run_seconds(bcfg, b1)
     s2cfg = s2["outputs"].get("metrics", {})
+    from pipeline.end_to_end import stage_configs
+
+    refine = stage_configs(cfg)["stage2"].model.fusion_refine
     card = {
         "name": name,
         **{k: tb.get(k) for k in keys},
@@ -86,7 +89,9 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         "wall_time_s": round(wall, 1),
         "description": (
             f"{cfg.model.backbone} N={cfg.model.N} M={cfg.model.M} backbone + colour fusion "
-            "block (word colours in the side info, L_gc against the colour guidance)"
+            "block (word colours in the side info, L_gc against the colour guidance"
+            + (f"; global refinement path of {refine} channels" if refine else "")
+            + ")"
         ),
         "training": history + [f"stage 2: {s2cfg.get('step', '?')} steps (fusion block only)"],
         "evaluation": {m: {k: rows[m].get(k) for k in keys} for m in rows if m != "textboost"},
