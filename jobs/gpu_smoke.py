@@ -5,8 +5,9 @@ On one GPU, with the project's own entry points (``load_config``, ``build_shards
 
 1. synthetic scene-text shards (train and val splits) and the training loader's samples/s
    (``jobs.bench_train.loader_throughput``);
-2. stage 1 with NCCL and bf16: rank 0 is killed once (``train.fail_at_step``) and Ray Train
-   resumes from the last checkpoint (optimizer state back on the GPU);
+2. stage 1 with NCCL and bf16: rank 0 is killed once (``TEXTBOOST_FAULT_TRAIN_STEP``,
+   ``pipeline.faults``) and Ray Train resumes from the last checkpoint (optimizer state back
+   on the GPU);
 3. stage 1 again in fp32 (bf16 off);
 4. stage 2 from the bf16 run's checkpoint (backbone frozen, fusion block trained);
 5. one val image encoded into a container and decoded, on the GPU.
@@ -86,13 +87,19 @@ def step_rate(cfg, result: dict) -> float:
     return statistics.median(rates) / per_step if rates else float("nan")
 
 
-def train(base: list[str], *extra: str) -> tuple[object, dict, float]:
+def train(base: list[str], *extra: str, fault_step: int = -1) -> tuple[object, dict, float]:
+    """One training run; ``fault_step``: rank 0 raises once there (``pipeline.faults``)."""
+    from pipeline import faults
     from pipeline.training import run_training
     from textboost.config import load_config
 
     cfg = load_config(None, [*base, *extra])
     start = time.perf_counter()
-    result = run_training(cfg)
+    os.environ[faults.TRAIN_STEP] = str(fault_step)
+    try:
+        result = run_training(cfg)
+    finally:
+        del os.environ[faults.TRAIN_STEP]
     return cfg, result, time.perf_counter() - start
 
 
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [f"train.steps_per_epoch={args.steps}", "train.checkpoint_every=2"]
     failures = []
     s1cfg, s1, wall = train(base, *steps, "train.amp=bf16", "train.run_name=smoke-s1-bf16",
-                            "train.fail_at_step=3", "train.max_failures=1")  # fmt: skip
+                            "train.max_failures=1", fault_step=3)  # fmt: skip
     m = s1["metrics"]
     resumed = (m.get("resumes"), m.get("start_step")) == (1, 2)
     if not resumed:

@@ -21,7 +21,6 @@ import functools
 import hashlib
 import io
 import json
-import os
 import shutil
 import struct
 import tarfile
@@ -38,6 +37,7 @@ import fsspec
 import numpy as np
 from PIL import Image
 
+from pipeline import faults
 from pipeline.sources import (
     ANN_ERROR,
     ANN_ICDAR,
@@ -296,7 +296,7 @@ class ShardTask:
     config_hash: str
     code_version: str
     commit: bool = True  # False: return the tar bytes (process-local output such as memory://)
-    fail_once_marker: str = ""
+    fault_marker: str = ""  # pipeline.faults.crash_once (tests only)
 
     @property
     def name(self) -> str:
@@ -340,17 +340,6 @@ def write_atomic(
     if before_rename is not None:
         before_rename()
     fs.mv(tmp, path)
-
-
-def _maybe_crash(marker: str) -> None:
-    """Test hook (``shards.fail_once_marker``): the first task to get here dies, once."""
-    if not marker:
-        return
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    os._exit(17)
 
 
 # glibc serves allocations above a *dynamic* threshold (128 KiB at start) with fresh mmaps.
@@ -408,7 +397,7 @@ def run_shard(task: ShardTask) -> dict:
         spool.seek(0)
         payload = None
         if task.commit:
-            commit_shard(task.out, task.name, spool, stats, task.fail_once_marker)
+            commit_shard(task.out, task.name, spool, stats, task.fault_marker)
         else:
             payload = spool.read()
     seconds = {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
@@ -416,7 +405,7 @@ def run_shard(task: ShardTask) -> dict:
 
 
 def commit_shard(
-    out: str, name: str, tar_src: io.IOBase | bytes, stats: dict, fail_once_marker: str = ""
+    out: str, name: str, tar_src: io.IOBase | bytes, stats: dict, fault_marker: str = ""
 ) -> None:
     """Write the tar (temp name + rename), then the stats JSON: the commit marker.
 
@@ -433,6 +422,6 @@ def commit_shard(
     if old_marker not in (None, new_marker):
         fs.rm(marker)
     # the fault hook dies between the temp write and the rename
-    write_atomic(fs, f"{root}/{name}.tar", tar_src, lambda: _maybe_crash(fail_once_marker))
+    write_atomic(fs, f"{root}/{name}.tar", tar_src, lambda: faults.crash_once(fault_marker))
     if old_marker != new_marker:
         write_atomic(fs, marker, new_marker)

@@ -26,7 +26,7 @@ from pathlib import Path
 import fsspec
 from tqdm import tqdm
 
-from pipeline import executor
+from pipeline import executor, faults
 from pipeline.samples import SampleSpec, ShardTask, commit_shard, dumps, run_shard, write_atomic
 from pipeline.sources import SampleRef, absolute_url, fingerprint, list_source
 from textboost.canonical import sha256_json
@@ -197,7 +197,7 @@ def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[Sample
             chash,
             version,
             commit=not (memory_output and cfg.shards.executor == "ray"),
-            fail_once_marker=cfg.shards.fail_once_marker,
+            fault_marker=faults.shard_once_marker(),
         )  # fmt: skip
         for i in range(0, len(ordered), n)
     ]
