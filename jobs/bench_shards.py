@@ -35,13 +35,13 @@ def _data(root: Path, images: int, max_side: int, seed: int) -> Path:
 
 def _stages(cfg, split: str = "train") -> dict[str, float]:
     """Mean CPU milliseconds per sample of each step of ``process_sample`` (plain loop)."""
-    from pipeline import samples as S
+    from pipeline import heap, image_io, png, sample_words
     from pipeline.shards import plan
     from textboost.filtering import filter_words
     from textboost.guidance import render_guidance
     from textboost.side_info import decode_side_info, encode_side_info
 
-    S.steady_heap()  # as run_shard does
+    heap.steady_heap()  # as run_shard does
     tasks, refs = plan(cfg, split)
     spec, clock = tasks[0].spec, {}
 
@@ -52,11 +52,11 @@ def _stages(cfg, split: str = "train") -> dict[str, float]:
 
     for ref in refs:
         t = time.process_time()
-        data = S.read_range(ref.image)
+        data = image_io.read_range(ref.image)
         t = tick("read", t)
-        _, (w, h) = S.decode_image(data, full=False)
+        _, (w, h) = image_io.decode_image(data, full=False)
         t = tick("decode check", t)
-        words = S.textocr_words(ref.ann)
+        words = sample_words.textocr_words(ref.ann)
         kept, _ = filter_words(words, spec.threshold)
         t = tick("words + filter", t)
         side = encode_side_info(kept, (w, h), fmt=spec.side_info_format)
@@ -64,7 +64,7 @@ def _stages(cfg, split: str = "train") -> dict[str, float]:
         t = tick("side info", t)
         guide = render_guidance(decoded, h, w)
         t = tick("guidance render", t)
-        S.encode_png(guide)
+        png.encode_png(guide)
         tick("guide.png encode", t)
     return {k: round(1000 * v / len(refs), 2) for k, v in clock.items()}
 

@@ -134,7 +134,9 @@ def _threshold(cfg: TextBoostConfig) -> float:
 def prepare_sample(item: EvalItem, cfg: TextBoostConfig) -> Sample:
     """The decoded image, its ground truth and its filtered side-info words; a bad input
     raises ``TextBoostError`` (or ``FileNotFoundError``): a reject."""
-    from pipeline.samples import annotation_words, decode_image, load_input, ocr_words
+    from pipeline.image_io import decode_image
+    from pipeline.sample_words import annotation_words, ocr_words
+    from pipeline.samples import load_input
     from pipeline.shards import sample_spec
     from textboost.errors import ShardError
     from textboost.filtering import filter_words

@@ -114,7 +114,7 @@ def trace(model_uri: str, tracking_uri: str) -> dict:
             "shards": len(entry["shards"]),
             **{k: entry.get(k) for k in keys},
         }
-    from pipeline.shards import code_version
+    from pipeline.code_version import code_version
 
     out["shards"]["code_version_now"] = code_version()
     recorded = {meta.get("manifest_sha256")}

@@ -189,7 +189,7 @@ class TextBoostCodec(PythonModel):
 
         image = to_rgb8(image)
         if words is None:
-            from pipeline.samples import ocr_words
+            from pipeline.sample_words import ocr_words
 
             words = ocr_words(image)
         kept, _ = filter_words(words, self.t_test)

@@ -324,7 +324,7 @@ FAULTS_PROBE = """
 import resource, sys
 import numpy as np
 if sys.argv[1] == "steady":
-    from pipeline.samples import steady_heap
+    from pipeline.heap import steady_heap
     assert steady_heap()
 def churn():  # buffers of varying size, a few alive at once, as a shard task allocates them
     for i in range(50):
