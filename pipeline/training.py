@@ -502,7 +502,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
         raise ConfigError("train.checkpoint_every, steps_per_epoch and epochs must be >= 1")
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     if tcfg.init_checkpoint:  # a bad URI fails here, once, naming what exists
-        from pipeline.tracking import check_model_uris
+        from pipeline.model_uris import check_model_uris
 
         init = worker_init_checkpoint(tcfg.init_checkpoint)
         check_model_uris([init], tracking_uri, "train.init_checkpoint")
@@ -553,7 +553,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
             if tcfg.register:  # models:/<mlflow.registered_model>@trained
                 import dataclasses
 
-                from pipeline.tracking import register_trained
+                from pipeline.registry import register_trained
 
                 registered = register_trained(
                     dataclasses.replace(cfg.mlflow, tracking_uri=tracking_uri), run_id,

@@ -178,7 +178,7 @@ def test_paper_configs_chain_on_an_alias_every_training_run_sets() -> None:
     """Stage 2 starts from what stage 1 registers and the evaluations read what stage 2
     registers: ``@trained``, set by every successful run with ``train.register``; never
     ``@champion``, which moves only within ``mlflow.bpp_budget`` and may never exist."""
-    from pipeline.tracking import TRAINED
+    from pipeline.registry import TRAINED
 
     s1 = load_config(PAPER / "stage1_imagenet.yaml")
     s2 = load_config(PAPER / "stage2_textocr.yaml")
