@@ -134,7 +134,7 @@ def codec_round_trip(checkpoint: str, shards: str, device: str) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.gpu_smoke",
         description=__doc__,
@@ -149,6 +149,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop-size", type=int, default=None, help="default 256 GPU, 64 CPU")
     parser.add_argument("--images", type=int, default=16, help="synthetic images per split")
     parser.add_argument("--loader-workers", type=int, default=2, help="loader processes/rank")
+    return parser
+
+
+def _shards_and_loader(args, workdir: str, use_gpu: bool) -> tuple[list[str], object]:
+    """Part 1: the shards of both splits and the loader's samples/s; the base overrides."""
+    from jobs.bench_train import loader_throughput
+    from pipeline.shards import build_shards
+    from textboost.config import load_config
+
+    base = base_overrides(args, workdir, use_gpu)
+    cfg = load_config(None, base)
+    start = time.perf_counter()
+    for split in ("train", "val"):
+        build_shards(cfg, split)
+    say(f"shards: {args.images} images a split in {time.perf_counter() - start:.1f} s")
+    per_worker = loader_throughput(cfg, 1, batches=8)
+    say(f"loader: {per_worker:.1f} samples/s with 1 loader worker ({args.crop_size}px crops) "
+        f"= {per_worker / args.batch_size:.1f} steps/s of batch {args.batch_size} per worker")  # fmt: skip
+    return base, cfg
+
+
+def _training_runs(args, base: list[str], failures: list[str]) -> tuple[dict, dict, dict]:
+    """Parts 2-4: stage 1 bf16 with a fault and a resume, stage 1 fp32, stage 2."""
+    steps = [f"train.steps_per_epoch={args.steps}", "train.checkpoint_every=2"]
+    s1cfg, s1, wall = train(base, *steps, "train.amp=bf16", "train.run_name=smoke-s1-bf16",
+                            "train.max_failures=1", fault_step=3)  # fmt: skip
+    m = s1["metrics"]
+    resumed = (m.get("resumes"), m.get("start_step")) == (1, 2)
+    if not resumed:
+        failures.append(f"stage 1 did not resume once from step 2: {m}")
+    say(f"stage 1 bf16 (killed at step 3, resumed from step {m.get('start_step')}): "
+          f"{step_rate(s1cfg, s1):.2f} steps/s, loss {m.get('train.loss', float('nan')):.4f}, "
+          f"run wall {wall:.1f} s")  # fmt: skip
+    fcfg, fp32, wall = train(base, *steps, "train.amp=none", "train.run_name=smoke-s1-fp32")
+    say(f"stage 1 fp32: {step_rate(fcfg, fp32):.2f} steps/s, "
+          f"loss {fp32['metrics'].get('train.loss', float('nan')):.4f}, run wall {wall:.1f} s")  # fmt: skip
+    s2cfg, s2, wall = train(base, *steps, "train.stage=2", "train.amp=bf16", "train.lr=1e-3",
+                            f"train.init_checkpoint={s1['checkpoint']}",
+                            "train.run_name=smoke-s2")  # fmt: skip
+    say(f"stage 2 bf16 from the stage-1 checkpoint: {step_rate(s2cfg, s2):.2f} steps/s, "
+          f"gc_loss {s2['metrics'].get('train.gc_loss', float('nan')):.5f}, run wall {wall:.1f} s")  # fmt: skip
+    return s1, fp32, s2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
 
     import torch
@@ -173,39 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{key:>10s}: {value}")
     say(f"   workdir: {workdir}")
 
-    from jobs.bench_train import loader_throughput
-    from pipeline.shards import build_shards
-    from textboost.config import load_config
-
-    base = base_overrides(args, workdir, use_gpu)
-    cfg = load_config(None, base)
-    start = time.perf_counter()
-    for split in ("train", "val"):
-        build_shards(cfg, split)
-    say(f"shards: {args.images} images a split in {time.perf_counter() - start:.1f} s")
-    per_worker = loader_throughput(cfg, 1, batches=8)
-    say(f"loader: {per_worker:.1f} samples/s with 1 loader worker ({args.crop_size}px crops) "
-        f"= {per_worker / args.batch_size:.1f} steps/s of batch {args.batch_size} per worker")  # fmt: skip
-
-    steps = [f"train.steps_per_epoch={args.steps}", "train.checkpoint_every=2"]
-    failures = []
-    s1cfg, s1, wall = train(base, *steps, "train.amp=bf16", "train.run_name=smoke-s1-bf16",
-                            "train.max_failures=1", fault_step=3)  # fmt: skip
-    m = s1["metrics"]
-    resumed = (m.get("resumes"), m.get("start_step")) == (1, 2)
-    if not resumed:
-        failures.append(f"stage 1 did not resume once from step 2: {m}")
-    say(f"stage 1 bf16 (killed at step 3, resumed from step {m.get('start_step')}): "
-          f"{step_rate(s1cfg, s1):.2f} steps/s, loss {m.get('train.loss', float('nan')):.4f}, "
-          f"run wall {wall:.1f} s")  # fmt: skip
-    fcfg, fp32, wall = train(base, *steps, "train.amp=none", "train.run_name=smoke-s1-fp32")
-    say(f"stage 1 fp32: {step_rate(fcfg, fp32):.2f} steps/s, "
-          f"loss {fp32['metrics'].get('train.loss', float('nan')):.4f}, run wall {wall:.1f} s")  # fmt: skip
-    s2cfg, s2, wall = train(base, *steps, "train.stage=2", "train.amp=bf16", "train.lr=1e-3",
-                            f"train.init_checkpoint={s1['checkpoint']}",
-                            "train.run_name=smoke-s2")  # fmt: skip
-    say(f"stage 2 bf16 from the stage-1 checkpoint: {step_rate(s2cfg, s2):.2f} steps/s, "
-          f"gc_loss {s2['metrics'].get('train.gc_loss', float('nan')):.5f}, run wall {wall:.1f} s")  # fmt: skip
+    base, cfg = _shards_and_loader(args, workdir, use_gpu)
+    failures: list[str] = []
+    s1, fp32, s2 = _training_runs(args, base, failures)
     device = "cuda" if use_gpu else "cpu"
     rt = codec_round_trip(s2["checkpoint"], cfg.shards.out, device)
     say(f"codec on {device}: {rt['size']} image, {rt['words']} words -> {rt['bytes']} bytes "

@@ -260,6 +260,21 @@ def shard_urls(url: str, split: str) -> list[str]:
     return [f"{folder_of(url)}/{s['name']}" for s in entry["shards"] if s["count"] > 0]
 
 
+def _committed(
+    fs: fsspec.AbstractFileSystem, root: str, split: str, tasks: list[ShardTask]
+) -> dict[int, dict | None]:
+    """Each planned shard's marker stats if it is committed for this config, code and inputs,
+    else None; temp files of dead attempts and shards beyond the plan are removed first."""
+    files = _listing(fs, root, f"{split}-")
+    _clean(fs, root, files, len(tasks))
+    markers = _read_markers(
+        fs, root, [f"{t.name}.json" for t in tasks if f"{t.name}.json" in files]
+    )
+    return {
+        t.index: _valid(markers.get(f"{t.name}.json"), t, files.get(f"{t.name}.tar")) for t in tasks
+    }
+
+
 def build_split(
     cfg: TextBoostConfig, split: str, only: set[int] | None = None
 ) -> tuple[list[dict], dict]:
@@ -267,14 +282,7 @@ def build_split(
     tasks, refs = plan(cfg, split)
     fs, root = filesystem(cfg.shards.out)
     fs.makedirs(root, exist_ok=True)
-    files = _listing(fs, root, f"{split}-")
-    _clean(fs, root, files, len(tasks))
-    markers = _read_markers(
-        fs, root, [f"{t.name}.json" for t in tasks if f"{t.name}.json" in files]
-    )
-    committed = {
-        t.index: _valid(markers.get(f"{t.name}.json"), t, files.get(f"{t.name}.tar")) for t in tasks
-    }
+    committed = _committed(fs, root, split, tasks)
     todo = [t for t in tasks if committed[t.index] is None and (only is None or t.index in only)]
     if todo and only is None:
         manifest = _load_manifest(fs, root)
