@@ -35,13 +35,13 @@ def _data(root: Path, images: int, max_side: int, seed: int) -> Path:
 
 def _stages(cfg, split: str = "train") -> dict[str, float]:
     """Mean CPU milliseconds per sample of each step of ``process_sample`` (plain loop)."""
-    from pipeline import samples as S
+    from pipeline import heap, image_io, png, sample_words
     from pipeline.shards import plan
     from textboost.filtering import filter_words
     from textboost.guidance import render_guidance
     from textboost.side_info import decode_side_info, encode_side_info
 
-    S.steady_heap()  # as run_shard does
+    heap.steady_heap()  # as run_shard does
     tasks, refs = plan(cfg, split)
     spec, clock = tasks[0].spec, {}
 
@@ -52,11 +52,11 @@ def _stages(cfg, split: str = "train") -> dict[str, float]:
 
     for ref in refs:
         t = time.process_time()
-        data = S.read_range(ref.image)
+        data = image_io.read_range(ref.image)
         t = tick("read", t)
-        _, (w, h) = S.decode_image(data, full=False)
+        _, (w, h) = image_io.decode_image(data, full=False)
         t = tick("decode check", t)
-        words = S.textocr_words(ref.ann)
+        words = sample_words.textocr_words(ref.ann)
         kept, _ = filter_words(words, spec.threshold)
         t = tick("words + filter", t)
         side = encode_side_info(kept, (w, h), fmt=spec.side_info_format)
@@ -64,7 +64,7 @@ def _stages(cfg, split: str = "train") -> dict[str, float]:
         t = tick("side info", t)
         guide = render_guidance(decoded, h, w)
         t = tick("guidance render", t)
-        S.encode_png(guide)
+        png.encode_png(guide)
         tick("guide.png encode", t)
     return {k: round(1000 * v / len(refs), 2) for k, v in clock.items()}
 
@@ -98,49 +98,9 @@ def _run(cfg, out: Path, **shards) -> tuple[dict, dict]:
     return summary, {s["name"]: s for s in stats}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.bench_shards")
-    parser.add_argument("--images", type=int, default=320)
-    parser.add_argument("--max-side", type=int, default=1024)
-    parser.add_argument("--samples-per-shard", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3, help="best of N per setting")
-    parser.add_argument("--data", default="runs/bench_shards/data")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    from pipeline.executor import ensure_ray
-    from textboost.config import load_config
-
-    data = _data(Path(args.data), args.images, args.max_side, args.seed)
-    cfg = load_config(
-        None,
-        [
-            "data.train.kind=textocr",
-            f"data.train.images={data / 'images'}",
-            f"data.train.annotations={data / 'textocr.json'}",
-            f"shards.samples_per_shard={args.samples_per_shard}",
-            "shards.progress=false",
-            "ray.num_cpus=2",
-        ],
-    )
+def _report(args, settings: dict, best: dict, digests: dict, stats: dict, stages: dict) -> dict:
+    """The figures of the best run of each setting, the overheads and the bytes."""
     n = args.images
-    stages = _stages(cfg)
-    ensure_ray(cfg.ray)
-    settings = {
-        "plain loop": {"executor": "local", "max_in_flight": 1},
-        "ray 1 worker": {"executor": "ray", "max_in_flight": 1},
-        "ray 2 workers": {"executor": "ray", "max_in_flight": 2},
-    }
-    best: dict[str, dict] = {}
-    digests: dict[str, list] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        _run(cfg, Path(tmp, "warmup"), executor="ray", max_in_flight=2)  # start the workers
-        for r in range(args.repeats):  # interleaved, so load changes hit every setting alike
-            for name, shards in settings.items():
-                summary, stats = _run(cfg, Path(tmp, f"{name}-{r}".replace(" ", "_")), **shards)
-                if name not in best or summary["seconds"] < best[name]["seconds"]:
-                    best[name] = summary
-                digests[name] = sorted((k, s["sha256"]) for k, s in stats.items())
     results = {
         name: {
             "samples_per_s": n / best[name]["seconds"],
@@ -169,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         "shard_bytes_per_sample": round(total / n),
         "field_share_pct": {k: round(100 * v / total, 1) for k, v in sorted(fields.items())},
     }
+    return report
+
+
+def _print_report(report: dict) -> None:
     for name, r in report["runs"].items():
         print(
             f"{name:14s} {r['samples_per_s']:7.1f} samples/s  {r['per_core']:6.1f} per core "
@@ -181,6 +145,52 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['scaling_1_to_2']}x, {report['shard_bytes_per_sample']} shard bytes/sample, "
         f"guide.png {report['field_share_pct'].get('guide.png', 0)} % of shard bytes"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.bench_shards")
+    parser.add_argument("--images", type=int, default=320)
+    parser.add_argument("--max-side", type=int, default=1024)
+    parser.add_argument("--samples-per-shard", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="best of N per setting")
+    parser.add_argument("--data", default="runs/bench_shards/data")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from pipeline.executor import ensure_ray
+    from textboost.config import load_config
+
+    data = _data(Path(args.data), args.images, args.max_side, args.seed)
+    cfg = load_config(
+        None,
+        [
+            "data.train.kind=textocr",
+            f"data.train.images={data / 'images'}",
+            f"data.train.annotations={data / 'textocr.json'}",
+            f"shards.samples_per_shard={args.samples_per_shard}",
+            "shards.progress=false",
+            "ray.num_cpus=2",
+        ],
+    )
+    stages = _stages(cfg)
+    ensure_ray(cfg.ray)
+    settings = {
+        "plain loop": {"executor": "local", "max_in_flight": 1},
+        "ray 1 worker": {"executor": "ray", "max_in_flight": 1},
+        "ray 2 workers": {"executor": "ray", "max_in_flight": 2},
+    }
+    best: dict[str, dict] = {}
+    digests: dict[str, list] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(cfg, Path(tmp, "warmup"), executor="ray", max_in_flight=2)  # start the workers
+        for r in range(args.repeats):  # interleaved, so load changes hit every setting alike
+            for name, shards in settings.items():
+                summary, stats = _run(cfg, Path(tmp, f"{name}-{r}".replace(" ", "_")), **shards)
+                if name not in best or summary["seconds"] < best[name]["seconds"]:
+                    best[name] = summary
+                digests[name] = sorted((k, s["sha256"]) for k, s in stats.items())
+    report = _report(args, settings, best, digests, stats, stages)
+    _print_report(report)
     print(json.dumps(report, indent=1))
     return 0
 

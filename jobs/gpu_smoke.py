@@ -5,8 +5,9 @@ On one GPU, with the project's own entry points (``load_config``, ``build_shards
 
 1. synthetic scene-text shards (train and val splits) and the training loader's samples/s
    (``jobs.bench_train.loader_throughput``);
-2. stage 1 with NCCL and bf16: rank 0 is killed once (``train.fail_at_step``) and Ray Train
-   resumes from the last checkpoint (optimizer state back on the GPU);
+2. stage 1 with NCCL and bf16: rank 0 is killed once (``TEXTBOOST_FAULT_TRAIN_STEP``,
+   ``pipeline.faults``) and Ray Train resumes from the last checkpoint (optimizer state back
+   on the GPU);
 3. stage 1 again in fp32 (bf16 off);
 4. stage 2 from the bf16 run's checkpoint (backbone frozen, fusion block trained);
 5. one val image encoded into a container and decoded, on the GPU.
@@ -86,13 +87,19 @@ def step_rate(cfg, result: dict) -> float:
     return statistics.median(rates) / per_step if rates else float("nan")
 
 
-def train(base: list[str], *extra: str) -> tuple[object, dict, float]:
+def train(base: list[str], *extra: str, fault_step: int = -1) -> tuple[object, dict, float]:
+    """One training run; ``fault_step``: rank 0 raises once there (``pipeline.faults``)."""
+    from pipeline import faults
     from pipeline.training import run_training
     from textboost.config import load_config
 
     cfg = load_config(None, [*base, *extra])
     start = time.perf_counter()
-    result = run_training(cfg)
+    os.environ[faults.TRAIN_STEP] = str(fault_step)
+    try:
+        result = run_training(cfg)
+    finally:
+        del os.environ[faults.TRAIN_STEP]
     return cfg, result, time.perf_counter() - start
 
 
@@ -127,7 +134,7 @@ def codec_round_trip(checkpoint: str, shards: str, device: str) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.gpu_smoke",
         description=__doc__,
@@ -142,6 +149,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop-size", type=int, default=None, help="default 256 GPU, 64 CPU")
     parser.add_argument("--images", type=int, default=16, help="synthetic images per split")
     parser.add_argument("--loader-workers", type=int, default=2, help="loader processes/rank")
+    return parser
+
+
+def _shards_and_loader(args, workdir: str, use_gpu: bool) -> tuple[list[str], object]:
+    """Part 1: the shards of both splits and the loader's samples/s; the base overrides."""
+    from jobs.bench_train import loader_throughput
+    from pipeline.shards import build_shards
+    from textboost.config import load_config
+
+    base = base_overrides(args, workdir, use_gpu)
+    cfg = load_config(None, base)
+    start = time.perf_counter()
+    for split in ("train", "val"):
+        build_shards(cfg, split)
+    say(f"shards: {args.images} images a split in {time.perf_counter() - start:.1f} s")
+    per_worker = loader_throughput(cfg, 1, batches=8)
+    say(f"loader: {per_worker:.1f} samples/s with 1 loader worker ({args.crop_size}px crops) "
+        f"= {per_worker / args.batch_size:.1f} steps/s of batch {args.batch_size} per worker")  # fmt: skip
+    return base, cfg
+
+
+def _training_runs(args, base: list[str], failures: list[str]) -> tuple[dict, dict, dict]:
+    """Parts 2-4: stage 1 bf16 with a fault and a resume, stage 1 fp32, stage 2."""
+    steps = [f"train.steps_per_epoch={args.steps}", "train.checkpoint_every=2"]
+    s1cfg, s1, wall = train(base, *steps, "train.amp=bf16", "train.run_name=smoke-s1-bf16",
+                            "train.max_failures=1", fault_step=3)  # fmt: skip
+    m = s1["metrics"]
+    resumed = (m.get("resumes"), m.get("start_step")) == (1, 2)
+    if not resumed:
+        failures.append(f"stage 1 did not resume once from step 2: {m}")
+    say(f"stage 1 bf16 (killed at step 3, resumed from step {m.get('start_step')}): "
+          f"{step_rate(s1cfg, s1):.2f} steps/s, loss {m.get('train.loss', float('nan')):.4f}, "
+          f"run wall {wall:.1f} s")  # fmt: skip
+    fcfg, fp32, wall = train(base, *steps, "train.amp=none", "train.run_name=smoke-s1-fp32")
+    say(f"stage 1 fp32: {step_rate(fcfg, fp32):.2f} steps/s, "
+          f"loss {fp32['metrics'].get('train.loss', float('nan')):.4f}, run wall {wall:.1f} s")  # fmt: skip
+    s2cfg, s2, wall = train(base, *steps, "train.stage=2", "train.amp=bf16", "train.lr=1e-3",
+                            f"train.init_checkpoint={s1['checkpoint']}",
+                            "train.run_name=smoke-s2")  # fmt: skip
+    say(f"stage 2 bf16 from the stage-1 checkpoint: {step_rate(s2cfg, s2):.2f} steps/s, "
+          f"gc_loss {s2['metrics'].get('train.gc_loss', float('nan')):.5f}, run wall {wall:.1f} s")  # fmt: skip
+    return s1, fp32, s2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
 
     import torch
@@ -166,39 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{key:>10s}: {value}")
     say(f"   workdir: {workdir}")
 
-    from jobs.bench_train import loader_throughput
-    from pipeline.shards import build_shards
-    from textboost.config import load_config
-
-    base = base_overrides(args, workdir, use_gpu)
-    cfg = load_config(None, base)
-    start = time.perf_counter()
-    for split in ("train", "val"):
-        build_shards(cfg, split)
-    say(f"shards: {args.images} images a split in {time.perf_counter() - start:.1f} s")
-    per_worker = loader_throughput(cfg, 1, batches=8)
-    say(f"loader: {per_worker:.1f} samples/s with 1 loader worker ({args.crop_size}px crops) "
-        f"= {per_worker / args.batch_size:.1f} steps/s of batch {args.batch_size} per worker")  # fmt: skip
-
-    steps = [f"train.steps_per_epoch={args.steps}", "train.checkpoint_every=2"]
-    failures = []
-    s1cfg, s1, wall = train(base, *steps, "train.amp=bf16", "train.run_name=smoke-s1-bf16",
-                            "train.fail_at_step=3", "train.max_failures=1")  # fmt: skip
-    m = s1["metrics"]
-    resumed = (m.get("resumes"), m.get("start_step")) == (1, 2)
-    if not resumed:
-        failures.append(f"stage 1 did not resume once from step 2: {m}")
-    say(f"stage 1 bf16 (killed at step 3, resumed from step {m.get('start_step')}): "
-          f"{step_rate(s1cfg, s1):.2f} steps/s, loss {m.get('train.loss', float('nan')):.4f}, "
-          f"run wall {wall:.1f} s")  # fmt: skip
-    fcfg, fp32, wall = train(base, *steps, "train.amp=none", "train.run_name=smoke-s1-fp32")
-    say(f"stage 1 fp32: {step_rate(fcfg, fp32):.2f} steps/s, "
-          f"loss {fp32['metrics'].get('train.loss', float('nan')):.4f}, run wall {wall:.1f} s")  # fmt: skip
-    s2cfg, s2, wall = train(base, *steps, "train.stage=2", "train.amp=bf16", "train.lr=1e-3",
-                            f"train.init_checkpoint={s1['checkpoint']}",
-                            "train.run_name=smoke-s2")  # fmt: skip
-    say(f"stage 2 bf16 from the stage-1 checkpoint: {step_rate(s2cfg, s2):.2f} steps/s, "
-          f"gc_loss {s2['metrics'].get('train.gc_loss', float('nan')):.5f}, run wall {wall:.1f} s")  # fmt: skip
+    base, cfg = _shards_and_loader(args, workdir, use_gpu)
+    failures: list[str] = []
+    s1, fp32, s2 = _training_runs(args, base, failures)
     device = "cuda" if use_gpu else "cpu"
     rt = codec_round_trip(s2["checkpoint"], cfg.shards.out, device)
     say(f"codec on {device}: {rt['size']} image, {rt['words']} words -> {rt['bytes']} bytes "

@@ -42,22 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
 
-    from pipeline import tracking
+    from pipeline import registry, tracking
 
     tracking.connect_read_only(cfg.mlflow)  # an existing store: a mistyped path creates nothing
     if args.action == "list":
-        rows = tracking.list_versions(cfg.mlflow)
+        rows = registry.list_versions(cfg.mlflow)
         if args.json:
             print(json.dumps(rows))
         else:
             _print_versions(rows, cfg.mlflow.champion_metric)
         return 0
     if args.if_better:
-        decision = tracking.maybe_promote(cfg.mlflow, args.version)
+        decision = registry.maybe_promote(cfg.mlflow, args.version)
         status = "champion" if decision["champion"] else "not champion"
         print(f"v{args.version}: candidate, {status} ({decision['reason']})")
         return 0
-    tracking.promote(cfg.mlflow, args.version, args.alias)
+    registry.promote(cfg.mlflow, args.version, args.alias)
     print(f"{cfg.mlflow.registered_model} v{args.version} is now @{args.alias}")
     return 0
 

@@ -265,17 +265,17 @@ def _run_register(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     (alias ``candidate``; ``champion`` when it wins) and tag it with its training runs."""
     import mlflow
 
-    from pipeline import tracking
+    from pipeline import registry, tracking
 
     tracking.setup_mlflow(cfg.mlflow)
     with mlflow.start_run(run_id=done["evaluate"]["run_id"]):
-        (entry,) = tracking.register_evaluated(cfg, done["evaluate"]["summary"])
+        (entry,) = registry.register_evaluated(cfg, done["evaluate"]["summary"])
     tags = {
         f"{tracking.TAG}train_run_id": done["stage2"]["run_id"],
         f"{tracking.TAG}stage1_run_id": done["stage1"]["run_id"],
         f"{tracking.TAG}shards": done["shards"]["out"],
     }
-    tracking.tag_version(cfg.mlflow, entry["version"], tags)
+    registry.tag_version(cfg.mlflow, entry["version"], tags)
     name = cfg.mlflow.registered_model
     uri = f"models:/{name}/{entry['version']}"
     return {**entry, "registered_model": name, "uri": uri, "tracking_uri": cfg.mlflow.tracking_uri}

@@ -134,7 +134,9 @@ def _threshold(cfg: TextBoostConfig) -> float:
 def prepare_sample(item: EvalItem, cfg: TextBoostConfig) -> Sample:
     """The decoded image, its ground truth and its filtered side-info words; a bad input
     raises ``TextBoostError`` (or ``FileNotFoundError``): a reject."""
-    from pipeline.samples import annotation_words, decode_image, load_input, ocr_words
+    from pipeline.image_io import decode_image
+    from pipeline.sample_words import annotation_words, ocr_words
+    from pipeline.samples import load_input
     from pipeline.shards import sample_spec
     from textboost.errors import ShardError
     from textboost.filtering import filter_words
@@ -584,7 +586,7 @@ def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | N
 def run_evaluation(cfg: TextBoostConfig) -> dict:
     """Evaluate, write ``eval.out``, and (``eval.track``) log it all to an MLflow run; with
     ``eval.register`` each evaluated checkpoint becomes a registered pyfunc version."""
-    from pipeline.tracking import check_model_uris
+    from pipeline.model_uris import check_model_uris
 
     check_model_uris(cfg.eval.models, cfg.mlflow.tracking_uri, "eval.models")  # before any work
     out_dir, upload = _stage_dir(cfg.eval.out)
@@ -609,7 +611,7 @@ def run_evaluation(cfg: TextBoostConfig) -> dict:
 def _tracked(cfg: TextBoostConfig, out_dir: str, sync=None) -> dict:
     import mlflow
 
-    from pipeline import tracking
+    from pipeline import registry, tracking
     from textboost.config import config_hash, flatten, to_dict
 
     tracking.setup_mlflow(cfg.mlflow)
@@ -625,5 +627,5 @@ def _tracked(cfg: TextBoostConfig, out_dir: str, sync=None) -> dict:
         mlflow.log_artifacts(out_dir, artifact_path="eval")
         summary["run_id"] = run.info.run_id
         if cfg.eval.register:
-            summary["registered"] = tracking.register_evaluated(cfg, summary)
+            summary["registered"] = registry.register_evaluated(cfg, summary)
     return summary

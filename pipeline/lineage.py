@@ -62,7 +62,6 @@ def trace(model_uri: str, tracking_uri: str) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from pipeline.shards import manifest_sha256, read_manifest
     from pipeline.tracking import check_tracking_uri
     from textboost.checkpoint import load_checkpoint
 
@@ -102,26 +101,33 @@ def trace(model_uri: str, tracking_uri: str) -> dict:
         }
     if (out["init_checkpoint"] or "").startswith("zoo:"):
         out["init_zoo"] = _zoo_lineage(out["init_checkpoint"], run)
+    out["shards"].update(_shard_lineage(shards, meta, out["train_run"]))
+    return out
+
+
+def _shard_lineage(shards: str, meta: dict, train_run: dict | None) -> dict:
+    """The shard folder's manifest: its sha256, per split counts, hashes and code version
+    (and today's), and whether checkpoint and run recorded that manifest."""
+    from pipeline.code_version import code_version
+    from pipeline.shards import manifest_sha256, read_manifest
+
     try:
         manifest, sha = read_manifest(shards), manifest_sha256(shards)
     except (ShardError, OSError) as exc:
-        out["shards"]["error"] = str(exc)
-        return out
-    out["shards"].update(manifest_sha256=sha, splits={})
+        return {"error": str(exc)}
+    found = {"manifest_sha256": sha, "splits": {}}
     for split, entry in manifest["splits"].items():
         keys = ("count", "rejected", "config_hash", "source_fingerprint", "code_version")
-        out["shards"]["splits"][split] = {
+        found["splits"][split] = {
             "shards": len(entry["shards"]),
             **{k: entry.get(k) for k in keys},
         }
-    from pipeline.shards import code_version
-
-    out["shards"]["code_version_now"] = code_version()
+    found["code_version_now"] = code_version()
     recorded = {meta.get("manifest_sha256")}
-    if out["train_run"]:
-        recorded.add(out["train_run"]["manifest_sha256"])
-    out["shards"]["matches"] = recorded == {sha}
-    return out
+    if train_run:
+        recorded.add(train_run["manifest_sha256"])
+    found["matches"] = recorded == {sha}
+    return found
 
 
 def _zoo_lineage(init: str, run) -> dict:

@@ -17,17 +17,19 @@ matches the config hash, code version and inputs; anything else is rebuilt in pl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
-from pathlib import Path
 
 import fsspec
 from tqdm import tqdm
 
-from pipeline import executor
-from pipeline.samples import SampleSpec, ShardTask, commit_shard, dumps, run_shard, write_atomic
+from pipeline import executor, faults
+from pipeline.code_version import code_version
+from pipeline.commit import commit_shard, dumps, write_atomic
+from pipeline.samples import SampleSpec
+from pipeline.shard_order import mixed_order
+from pipeline.shard_task import ShardTask, run_shard
 from pipeline.sources import SampleRef, absolute_url, fingerprint, list_source
 from textboost.canonical import sha256_json
 from textboost.config import SourceConfig, TextBoostConfig, to_dict
@@ -35,25 +37,9 @@ from textboost.errors import ConfigError
 
 SPLITS = ("train", "val")
 BYTES_FIELDS = ("samples_per_shard", "side_info_format", "jpeg_quality_for_png", "order")
-ORDER_SALT = "textboost-shards/mixed/1"  # the seeded hash of shards.order=mixed
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
 FORMAT = "textboost-shards/1"
-CODE_FILES = (
-    "pipeline/sources.py",
-    "pipeline/samples.py",
-    "pipeline/shards.py",
-    "textboost/canonical.py",
-    "textboost/varint.py",
-    "textboost/words.py",
-    "textboost/geometry.py",
-    "textboost/filtering.py",
-    "textboost/side_info.py",
-    "textboost/guidance.py",
-    "textboost/ocr.py",
-    "textboost/synth.py",
-    "textboost/vocab.py",
-)
 
 
 def source_of(cfg: TextBoostConfig, split: str) -> SourceConfig:
@@ -81,18 +67,6 @@ def settings_of(cfg: TextBoostConfig, split: str) -> dict:
 def config_hash_of(cfg: TextBoostConfig, split: str) -> str:
     """A split's ``config_hash`` in the manifest: sha256 of its settings' UTF-8 canonical JSON."""
     return sha256_json(settings_of(cfg, split), ensure_ascii=False)
-
-
-def code_version() -> str:
-    """Package version plus a digest of the code that produces shard bytes."""
-    import textboost
-
-    root = Path(textboost.__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for rel in CODE_FILES:
-        path = root / rel
-        h.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
-    return f"{textboost.__version__}+{h.hexdigest()[:12]}"
 
 
 def environment() -> dict:
@@ -125,48 +99,6 @@ def sample_spec(cfg: TextBoostConfig, split: str) -> SampleSpec:
     return SampleSpec(threshold, cfg.shards.side_info_format, kwargs, synth.seed)
 
 
-def group_of(ref: SampleRef) -> str:
-    """The class of a reference for mixing: the ImageNet synset (id prefix), else the folder
-    (or tar) its image lives in; synthetic samples are one group."""
-    if ref.source == "imagenet":
-        return ref.id.split("_", 1)[0]
-    if ref.offset >= 0:
-        return ref.image
-    return ref.image.rsplit("/", 1)[0] if ref.image else ref.source
-
-
-def mixed_order(refs: list[SampleRef]) -> list[SampleRef]:
-    """``refs`` reordered so every class is spread evenly over the whole sequence.
-
-    Each key gets two numbers from a salted hash (``ORDER_SALT``): ``h`` orders a class's n
-    references, and the i-th of them gets the position (i + u) / n, u in [0, 1). All
-    references are sorted by position (then ``h``). Any run of k consecutive references then
-    holds about k * n / N of each class, so every shard mixes classes in proportion, tail
-    shards included. Deterministic: a function of the keys and classes only (not of the
-    input order, the machine or the worker count). Vectorised: 1.28 M references in seconds.
-    """
-    import numpy as np
-
-    n = len(refs)
-    if n == 0:
-        return []
-    salt = ORDER_SALT.encode() + b"/"
-    digests = b"".join(
-        hashlib.blake2b(salt + r.key.encode(), digest_size=16).digest() for r in refs
-    )
-    raw = np.frombuffer(digests, dtype="<u8").reshape(n, 2)
-    h, u = raw[:, 0], raw[:, 1].astype(np.float64) / 2.0**64
-    codes: dict[str, int] = {}
-    group = np.fromiter((codes.setdefault(group_of(r), len(codes)) for r in refs), np.int64, n)
-    counts = np.bincount(group)
-    by_class = np.lexsort((h, group))  # class by class, each in h order
-    starts = np.cumsum(counts) - counts
-    rank = np.empty(n, np.int64)
-    rank[by_class] = np.arange(n) - starts[group[by_class]]
-    position = (rank + u) / counts[group]
-    return [refs[i] for i in np.lexsort((h, position))]
-
-
 def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[SampleRef]]:
     """The deterministic plan: references (``shards.order``: class-mixed or sorted) cut into
     fixed-size shards, each shard's members sorted by key. Returns the tasks and the sorted
@@ -197,7 +129,7 @@ def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[Sample
             chash,
             version,
             commit=not (memory_output and cfg.shards.executor == "ray"),
-            fail_once_marker=cfg.shards.fail_once_marker,
+            fault_marker=faults.shard_once_marker(),
         )  # fmt: skip
         for i in range(0, len(ordered), n)
     ]
@@ -328,6 +260,21 @@ def shard_urls(url: str, split: str) -> list[str]:
     return [f"{folder_of(url)}/{s['name']}" for s in entry["shards"] if s["count"] > 0]
 
 
+def _committed(
+    fs: fsspec.AbstractFileSystem, root: str, split: str, tasks: list[ShardTask]
+) -> dict[int, dict | None]:
+    """Each planned shard's marker stats if it is committed for this config, code and inputs,
+    else None; temp files of dead attempts and shards beyond the plan are removed first."""
+    files = _listing(fs, root, f"{split}-")
+    _clean(fs, root, files, len(tasks))
+    markers = _read_markers(
+        fs, root, [f"{t.name}.json" for t in tasks if f"{t.name}.json" in files]
+    )
+    return {
+        t.index: _valid(markers.get(f"{t.name}.json"), t, files.get(f"{t.name}.tar")) for t in tasks
+    }
+
+
 def build_split(
     cfg: TextBoostConfig, split: str, only: set[int] | None = None
 ) -> tuple[list[dict], dict]:
@@ -335,14 +282,7 @@ def build_split(
     tasks, refs = plan(cfg, split)
     fs, root = filesystem(cfg.shards.out)
     fs.makedirs(root, exist_ok=True)
-    files = _listing(fs, root, f"{split}-")
-    _clean(fs, root, files, len(tasks))
-    markers = _read_markers(
-        fs, root, [f"{t.name}.json" for t in tasks if f"{t.name}.json" in files]
-    )
-    committed = {
-        t.index: _valid(markers.get(f"{t.name}.json"), t, files.get(f"{t.name}.tar")) for t in tasks
-    }
+    committed = _committed(fs, root, split, tasks)
     todo = [t for t in tasks if committed[t.index] is None and (only is None or t.index in only)]
     if todo and only is None:
         manifest = _load_manifest(fs, root)

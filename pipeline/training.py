@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline import faults
 from pipeline.loader import (
     LoaderSpec,
     SkipTally,
@@ -276,21 +277,6 @@ class MetricLog:
         del self.pending[:sent]
 
 
-def _maybe_inject_fault(step: int, tcfg: TrainConfig, rank: int, experiment_dir: str) -> None:
-    """Fault injection for tests: rank 0 raises once at ``train.fail_at_step``."""
-    if step != tcfg.fail_at_step or rank != 0:
-        return
-    import fsspec
-
-    marker = f"{experiment_dir}/fault_injected_at_step_{step}"
-    fs, path = fsspec.core.url_to_fs(marker)
-    if fs.exists(path):
-        return
-    fs.makedirs(os.path.dirname(path), exist_ok=True)
-    fs.pipe_file(path, b"1")
-    raise RuntimeError(f"injected fault at step {step} (train.fail_at_step)")
-
-
 def train_loop_per_worker(args: dict) -> None:
     """One DDP rank (Ray Train worker). ``args``: see ``run_training``."""
     import ray.train
@@ -343,7 +329,7 @@ def train_loop_per_worker(args: dict) -> None:
         loader = make_loader(spec, tcfg.steps_per_epoch - offset, tag)
         tick = time.perf_counter()
         for batch in loader:
-            _maybe_inject_fault(step + 1, tcfg, rank, args["experiment_dir"])
+            faults.raise_once_at(step + 1, args["fault_train_step"], rank, args["experiment_dir"])
             losses = stepper.step(batch)
             step += 1
             now = time.perf_counter()
@@ -516,7 +502,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
         raise ConfigError("train.checkpoint_every, steps_per_epoch and epochs must be >= 1")
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     if tcfg.init_checkpoint:  # a bad URI fails here, once, naming what exists
-        from pipeline.tracking import check_model_uris
+        from pipeline.model_uris import check_model_uris
 
         init = worker_init_checkpoint(tcfg.init_checkpoint)
         check_model_uris([init], tracking_uri, "train.init_checkpoint")
@@ -541,7 +527,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
         "cfg": worker_cfg, "urls": urls, "val_urls": val_urls, "run_name": run_name,
         "mlflow_run_id": run_id,
         "tracking_uri": tracking_uri, "experiment_dir": f"{root}/{run_name}",
-        "manifest_sha": tags[f"{TAG}manifest_sha256"],
+        "manifest_sha": tags[f"{TAG}manifest_sha256"], "fault_train_step": faults.train_step(),
     }  # fmt: skip
     ensure_ray(cfg.ray, dashboard=True)  # Ray Train's placement-group cleaner needs it
     trainer = TorchTrainer(
@@ -567,7 +553,7 @@ def run_training(cfg: TextBoostConfig) -> dict:
             if tcfg.register:  # models:/<mlflow.registered_model>@trained
                 import dataclasses
 
-                from pipeline.tracking import register_trained
+                from pipeline.registry import register_trained
 
                 registered = register_trained(
                     dataclasses.replace(cfg.mlflow, tracking_uri=tracking_uri), run_id,

@@ -181,7 +181,7 @@ def test_paper_configs_chain_on_an_alias_every_training_run_sets() -> None:
     """Stage 2 starts from what stage 1 registers and the evaluations read what stage 2
     registers: ``@trained``, set by every successful run with ``train.register``; never
     ``@champion``, which moves only within ``mlflow.bpp_budget`` and may never exist."""
-    from pipeline.tracking import TRAINED
+    from pipeline.registry import TRAINED
 
     s1 = load_config(PAPER / "stage1_imagenet.yaml")
     s2 = load_config(PAPER / "stage2_textocr.yaml")
@@ -195,3 +195,41 @@ def test_paper_configs_chain_on_an_alias_every_training_run_sets() -> None:
         assert ev.mlflow.registered_model == s2.mlflow.registered_model
         registers.append(ev.eval.register)
     assert registers == [True, False]  # champion is decided on TextOCR val only
+
+
+def test_stored_configs_with_removed_keys_still_load() -> None:
+    """Checkpoints, zoo weights and shard manifests written before the fault-injection keys
+    left the schema carry them: ``section_from_dict`` drops exactly ``REMOVED_KEYS``."""
+    from textboost.config import REMOVED_KEYS, ShardsConfig, TrainConfig, section_from_dict, to_dict
+
+    assert set(REMOVED_KEYS) == {"shards.fail_once_marker", "train.fail_at_step"}
+    new = load_config(None, [])
+    old = to_dict(new)
+    old["shards"]["fail_once_marker"] = "/tmp/marker"
+    old["train"]["fail_at_step"] = 3
+    assert section_from_dict(TextBoostConfig, old) == new
+    assert section_from_dict(TrainConfig, old["train"]) == new.train
+    assert section_from_dict(ShardsConfig, old["shards"]) == new.shards
+    with pytest.raises(ConfigError, match="fail_at_step"):  # only in its own section
+        section_from_dict(ShardsConfig, {**old["shards"], "fail_at_step": 3})
+    with pytest.raises(ConfigError, match="unknown config key 'depth'"):
+        section_from_dict(TrainConfig, {**old["train"], "depth": 3})
+
+
+@pytest.mark.parametrize("name", ["hp-mid", "hp-xlow"])
+def test_the_shipped_zoo_checkpoints_run_configs_load(name: str) -> None:
+    import torch
+
+    from textboost.config import section_from_dict
+
+    payload = torch.load(ROOT / "textboost" / "zoo" / "weights" / f"{name}.pt", weights_only=True)
+    assert "fail_at_step" in payload["run_config"]["train"]  # written before the removal
+    cfg = section_from_dict(TextBoostConfig, payload["run_config"])
+    assert cfg.train.stage == payload["stage"]
+
+
+def test_a_removed_key_in_a_config_file_names_its_replacement(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train.fail_at_step' was removed.*TEXTBOOST_FAULT"):
+        load_config(_write(tmp_path, "train:\n  fail_at_step: 3\n"))
+    with pytest.raises(ConfigError, match="TEXTBOOST_FAULT_SHARD_ONCE"):
+        load_config(None, ["shards.fail_once_marker=/tmp/x"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.tracking import check_model_uris
+from pipeline.model_uris import check_model_uris
 from textboost.config import load_config
 from textboost.errors import CheckpointError
 

@@ -64,8 +64,9 @@ def test_conversion_is_bgr_and_rejects_bad_input(image):
 
 
 def test_shard_side_info_eval_and_pyfunc_path(image, expected, tmp_path):
-    """pipeline.samples.ocr_words: shards with ocr=auto, eval.ocr=auto, the pyfunc."""
-    from pipeline.samples import SampleSpec, ocr_words, process_sample
+    """pipeline.sample_words.ocr_words: shards with ocr=auto, eval.ocr=auto, the pyfunc."""
+    from pipeline.sample_words import ocr_words
+    from pipeline.samples import SampleSpec, process_sample
     from pipeline.sources import list_source
     from textboost.config import SourceConfig
 

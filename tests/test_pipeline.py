@@ -1,6 +1,7 @@
 """End to end: ``textboost pipeline`` and ``textboost lineage`` on a tiny synthetic set.
 
-One module-scoped workdir goes through a crash in stage 1 (fault injection), a resume, a
+One module-scoped workdir goes through a crash in stage 1 (fault injection: the environment
+variable ``TEXTBOOST_FAULT_TRAIN_STEP``, ``pipeline.faults``), a resume, a
 rerun that skips every stage, a changed evaluation setting that reruns only the stages after
 it, and the lineage of the registered model (with a byte-for-byte shard rebuild). Real Ray
 (embedded, started once for the module), real Ray Train, real MLflow (sqlite), real RapidOCR.
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from jobs import lineage, pipeline
+from pipeline import faults
 from pipeline.lineage import trace
 from pipeline.stage_state import sha256_url
 from textboost.config import load_config
@@ -47,7 +49,7 @@ train:
 eval: {{limit: 2, baselines: [jpeg, backbone], lpips: false, crops: 1}}
 mlflow: {{experiment: tiny, registered_model: tiny-codec, bpp_budget: 10.0}}
 pipeline:
-  stage1: [train.fail_at_step=3, train.max_failures=0]
+  stage1: [train.max_failures=0]
   stage2: [train.lr=1e-3, train.steps_per_epoch=2]
 """
     )
@@ -74,7 +76,8 @@ def run(ray_session, tmp_path_factory) -> dict:
     """Crash in stage 1, then the same command again: it resumes and finishes."""
     workdir = tmp_path_factory.mktemp("pipeline")
     config = tiny_config(workdir)
-    with pytest.raises(Exception, match="injected fault"):
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Exception, match="injected fault"):
+        mp.setenv(faults.TRAIN_STEP, "3")  # rank 0 of stage 1 raises before step 3
         pipeline.main([str(config)])
     crashed = {s: json.loads((workdir / "pipeline" / f"{s}.json").read_text()) for s in STAGES[:3]}
     assert pipeline.main([str(config)]) == 0

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.shards import group_of, mixed_order, plan
+from pipeline.shard_order import group_of, mixed_order
+from pipeline.shards import plan
 from textboost.config import load_config
 from textboost.errors import ConfigError
 

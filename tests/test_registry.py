@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_eval_set import tiny_set_and_model
 
-from pipeline import tracking
+from pipeline import pyfunc, registry, tracking
 from textboost.config import MlflowConfig, load_config
 
 torch.set_num_threads(1)
@@ -55,7 +55,7 @@ def test_evaluation_run_logs_metrics_artifacts_and_registers(env):
     assert {"eval/per_image.csv", "eval/summary.json", "eval/rd_curves.png"} <= names
     (reg,) = summary["registered"]
     assert reg["version"] == "1" and reg["champion"] and reg["reason"] == "no champion yet"
-    (v1,) = tracking.list_versions(cfg.mlflow)
+    (v1,) = registry.list_versions(cfg.mlflow)
     assert v1["aliases"] == ["candidate", "champion"] and v1["run_id"] == summary["run_id"]
     assert float(v1["metrics"]["bpp"]) == pytest.approx(point["bpp"])
     mv = c.get_model_version(cfg.mlflow.registered_model, "1")
@@ -94,7 +94,7 @@ def test_pyfunc_from_alias_decodes_bit_exactly_like_the_cli(env, tmp_path):
     )
     assert enc["container"][0] == tbx.read_bytes()  # same words, same filter: same bytes
     codec = model.unwrap_python_model()
-    assert tracking.png_bytes(codec.decompress(tbx.read_bytes())) == png.read_bytes()
+    assert pyfunc.png_bytes(codec.decompress(tbx.read_bytes())) == png.read_bytes()
     local, _ = load_checkpoint(uri)  # the logged model holds model.pt for load_checkpoint
     assert local.identity() == codec.model.identity()
     with pytest.raises(Exception, match="mode"):
@@ -111,15 +111,15 @@ def test_champion_rule():
             "textboost.eval_fingerprint": fp,
         }
 
-    assert tracking.champion_decision(tags(0.3), None, cfg)[0]
-    assert tracking.champion_decision(tags(0.4), tags(0.3), cfg)[0]
-    assert not tracking.champion_decision(tags(0.3), tags(0.3), cfg)[0]  # must beat, not tie
-    assert not tracking.champion_decision(tags(0.2), tags(0.3), cfg)[0]
-    over = tracking.champion_decision(tags(0.9, bpp=0.06), tags(0.3), cfg)
+    assert registry.champion_decision(tags(0.3), None, cfg)[0]
+    assert registry.champion_decision(tags(0.4), tags(0.3), cfg)[0]
+    assert not registry.champion_decision(tags(0.3), tags(0.3), cfg)[0]  # must beat, not tie
+    assert not registry.champion_decision(tags(0.2), tags(0.3), cfg)[0]
+    over = registry.champion_decision(tags(0.9, bpp=0.06), tags(0.3), cfg)
     assert not over[0] and "bpp_budget" in over[1]
-    other = tracking.champion_decision(tags(0.9), tags(0.3, fp="set-b"), cfg)
+    other = registry.champion_decision(tags(0.9), tags(0.3, fp="set-b"), cfg)
     assert not other[0] and "not comparable" in other[1]
-    assert not tracking.champion_decision({}, None, cfg)[0]
+    assert not registry.champion_decision({}, None, cfg)[0]
 
 
 def test_aliases_move_in_the_real_registry_and_cli(env, capsys):
@@ -130,24 +130,24 @@ def test_aliases_move_in_the_real_registry_and_cli(env, capsys):
     cfg = env["cfg"]
     tracking.setup_mlflow(cfg.mlflow)
     fp = env["summary"]["eval_fingerprint"]
-    champ_f1 = float(tracking.list_versions(cfg.mlflow)[-1]["metrics"]["e2e_f1"])
+    champ_f1 = float(registry.list_versions(cfg.mlflow)[-1]["metrics"]["e2e_f1"])
     with mlflow.start_run(run_name="more-versions"):
         versions = []
         for _ in range(2):
-            info = tracking.log_codec_model(
+            info = pyfunc.log_codec_model(
                 str(env["root"] / "model.pt"), "codec", cfg.mlflow.registered_model
             )
             versions.append(str(info.registered_model_version))
     worse, better = versions
     base = {"textboost.metric.bpp": "0.01", "textboost.eval_fingerprint": fp}
-    tracking.tag_version(cfg.mlflow, worse, {**base, "textboost.metric.e2e_f1": champ_f1 - 0.1})
-    tracking.tag_version(cfg.mlflow, better, {**base, "textboost.metric.e2e_f1": champ_f1 + 0.1})
+    registry.tag_version(cfg.mlflow, worse, {**base, "textboost.metric.e2e_f1": champ_f1 - 0.1})
+    registry.tag_version(cfg.mlflow, better, {**base, "textboost.metric.e2e_f1": champ_f1 + 0.1})
 
-    assert not tracking.maybe_promote(cfg.mlflow, worse)["champion"]
-    aliases = {v["version"]: v["aliases"] for v in tracking.list_versions(cfg.mlflow)}
+    assert not registry.maybe_promote(cfg.mlflow, worse)["champion"]
+    aliases = {v["version"]: v["aliases"] for v in registry.list_versions(cfg.mlflow)}
     assert aliases[worse] == ["candidate"] and aliases["1"] == ["champion"]
-    assert tracking.maybe_promote(cfg.mlflow, better)["champion"]
-    aliases = {v["version"]: v["aliases"] for v in tracking.list_versions(cfg.mlflow)}
+    assert registry.maybe_promote(cfg.mlflow, better)["champion"]
+    aliases = {v["version"]: v["aliases"] for v in registry.list_versions(cfg.mlflow)}
     assert aliases[better] == ["candidate", "champion"] and aliases["1"] == []
 
     capsys.readouterr()
@@ -155,7 +155,7 @@ def test_aliases_move_in_the_real_registry_and_cli(env, capsys):
     listing = capsys.readouterr().out
     assert "candidate,champion" in listing and "e2e_f1" in listing
     assert main(["registry", "promote", str(env["cfg_file"]), "1"]) == 0
-    aliases = {v["version"]: v["aliases"] for v in tracking.list_versions(cfg.mlflow)}
+    aliases = {v["version"]: v["aliases"] for v in registry.list_versions(cfg.mlflow)}
     assert aliases["1"] == ["champion"]
     assert main(["registry", "promote", str(env["cfg_file"]), "99"]) == 1  # clear error, no trace
     assert "no version '99'" in capsys.readouterr().err
@@ -170,11 +170,24 @@ def test_evaluating_a_registered_version_tags_it_and_applies_the_aliases(env):
 
     cfg = load_config(env["cfg_file"], ["eval.models=[models:/tb-test/1]",
                                         f"eval.out={env['root'] / 'eval-again'}"])  # fmt: skip
-    before = tracking.list_versions(cfg.mlflow)
+    before = registry.list_versions(cfg.mlflow)
     summary = run_evaluation(cfg)
     (reg,) = summary["registered"]
     assert reg["version"] == "1" and reg["model_uri"] == "models:/tb-test/1"
-    assert len(tracking.list_versions(cfg.mlflow)) == len(before)
+    assert len(registry.list_versions(cfg.mlflow)) == len(before)
     v1 = MlflowClient(cfg.mlflow.tracking_uri).get_model_version("tb-test", "1")
     assert v1.tags["textboost.eval_run_id"] == summary["run_id"]
     assert "candidate" in v1.aliases
+
+
+def test_models_registered_before_the_split_still_find_the_codec_class():
+    """MLflow pickles the pyfunc's class by its dotted path: models registered when the codec
+    lived in ``pipeline.tracking`` name ``pipeline.tracking.TextBoostCodec``; new ones name
+    ``pipeline.pyfunc.TextBoostCodec``."""
+    import pickle
+
+    import cloudpickle
+
+    old = pickle.loads(b"cpipeline.tracking\nTextBoostCodec\n.")  # protocol 0 GLOBAL
+    assert old is pyfunc.TextBoostCodec
+    assert b"pipeline.pyfunc" in cloudpickle.dumps(pyfunc.TextBoostCodec())

@@ -1,4 +1,9 @@
-"""Shard builder with real Ray: reproducible bytes, resume, retries, rejects, verify, storage."""
+"""Shard builder with real Ray: reproducible bytes, resume, retries, rejects, verify, storage.
+
+Fault injection (``pipeline.faults``): ``TEXTBOOST_FAULT_SHARD_ONCE=<marker path>`` makes the
+first shard task that commits a tar die (``os._exit``) between the tar's temporary write and
+its rename, once; the driver reads it when it plans the tasks.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import webdataset as wds
 from PIL import Image
 
 from jobs import shards as shards_job
+from pipeline import faults
 from pipeline.shard_check import rebuild_check, verify_shards
 from pipeline.shards import build_shards, read_manifest, shard_urls
 from textboost.config import load_config
@@ -236,10 +242,12 @@ def _samples(out: Path) -> dict[str, dict]:
     return {s["__key__"]: {k: v for k, v in s.items() if not k.startswith("__")} for s in dataset}
 
 
-def test_worker_killed_during_a_task_is_retried(ray_cluster, data, reference, tmp_path):
+def test_worker_killed_during_a_task_is_retried(ray_cluster, data, reference, tmp_path,
+                                                monkeypatch):  # fmt: skip
     marker = tmp_path / "crashed-once"
     out = tmp_path / "crashy"
-    _build(data, str(out), splits=("train", "val"), **{"shards.fail_once_marker": str(marker)})
+    monkeypatch.setenv(faults.SHARD_ONCE, str(marker))  # read by the driver, not the workers
+    _build(data, str(out), splits=("train", "val"))
     assert marker.exists()  # a worker really died (os._exit between temp write and rename)
     assert _files(out) == _files(reference)
     assert verify_shards(str(out))["ok"]
@@ -316,7 +324,7 @@ FAULTS_PROBE = """
 import resource, sys
 import numpy as np
 if sys.argv[1] == "steady":
-    from pipeline.samples import steady_heap
+    from pipeline.heap import steady_heap
     assert steady_heap()
 def churn():  # buffers of varying size, a few alive at once, as a shard task allocates them
     for i in range(50):

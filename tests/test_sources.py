@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.samples import Reject, SampleSpec, process_sample, read_range
+from pipeline.image_io import read_range
+from pipeline.samples import Reject, SampleSpec, process_sample
 from pipeline.sources import fingerprint, list_source
 from textboost.config import SourceConfig, SynthConfig
 from textboost.errors import ConfigError
@@ -217,7 +218,7 @@ def test_folder_with_ocr_engine(textocr_dir: Path):
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (200, 131)])
 def test_guide_png_encoder_round_trips(shape):
-    from pipeline.samples import encode_png
+    from pipeline.png import encode_png
 
     array = np.random.default_rng(shape[0]).integers(0, 256, shape, dtype=np.uint8)
     array[: shape[0] // 2] = 0  # mostly-zero rows, like a guidance map

@@ -1,4 +1,9 @@
-"""Training: stage 1 / stage 2 steps, and real Ray Train DDP runs with faults, resume, MLflow."""
+"""Training: stage 1 / stage 2 steps, and real Ray Train DDP runs with faults, resume, MLflow.
+
+Fault injection (``pipeline.faults``): ``TEXTBOOST_FAULT_TRAIN_STEP=<n>`` makes rank 0 raise
+once before step ``n`` (a marker file in the run's folder stops it from raising again after
+the resume); the driver reads it in ``run_training`` and passes it to the workers.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import pytest
 import torch
 
 from jobs.train import expand_overrides, main
+from pipeline import faults
 from pipeline.loader import LoaderSpec, make_loader, shard_list
 from pipeline.training import MetricLog, Stepper, lr_factor, restore
 from textboost.checkpoint import load_checkpoint
@@ -206,8 +212,10 @@ def stage1(ray_cluster, workdir, shards) -> dict:
     from pipeline.training import run_training
 
     cfg = _cfg(workdir, shards, "train.run_name=s1", "train.epochs=1", "train.steps_per_epoch=4",
-               "train.checkpoint_every=2", "train.fail_at_step=3", "train.max_failures=1")  # fmt: skip
-    return {"cfg": cfg, "result": run_training(cfg)}
+               "train.checkpoint_every=2", "train.max_failures=1")  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(faults.TRAIN_STEP, "3")  # read by the driver, passed to the workers
+        return {"cfg": cfg, "result": run_training(cfg)}
 
 
 def _client(cfg):

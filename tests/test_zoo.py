@@ -216,7 +216,7 @@ def test_zoo_uri_is_kept_for_workers_and_recorded_for_lineage(shipped, zoo_dir):
 
 def test_evaluated_zoo_model_is_tagged_with_its_sha256(zoo_dir):
     from pipeline.lineage import _zoo_lineage
-    from pipeline.tracking import version_tags
+    from pipeline.registry import version_tags
 
     summary = {
         "model_meta": {"m0": {"uri": "zoo:tiny", "model_identity": "x", "stage": 1}},

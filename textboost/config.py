@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,6 @@ class ShardsConfig:
     jpeg_quality_for_png: int = 0  # 0 keeps original bytes untouched (always, by contract)
     executor: str = "ray"  # ray (one task per shard) | local (plain loop in this process)
     progress: bool = True  # tqdm progress bar
-    fail_once_marker: str = ""  # fault injection for tests: one task os._exit()s, once
     # Which references share a shard. mixed: every class (synset / folder / tar) is spread
     # evenly over all shards, in a seeded-hash order (a 1,000-sample ImageNet shard holds
     # ~1,000 synsets); sorted: consecutive keys (one synset per ImageNet shard). Changes bytes.
@@ -222,7 +222,6 @@ class TrainConfig:
     run_name: str = ""  # empty: a unique name per run; reuse a name to resume
     init_checkpoint: str = ""  # stage 2: stage-1 checkpoint path or MLflow model URI
     shards: str = "${shards.out}"  # shard folder (with manifest.json) to train on
-    fail_at_step: int = -1  # fault injection for tests: rank 0 raises once at this step
     # Stage 2: share of crops centred on a sent word (0: uniform windows, as in stage 1)
     text_crop_prob: float = 0.0
     # Stage 2 L_gc target: original (paper Eq. 6) | guidance (colour guidance map; needs
@@ -262,7 +261,6 @@ class TrainConfig:
         _check_range("train.checkpoint_every", self.checkpoint_every, 1)
         _check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
         _check_range("train.max_failures", self.max_failures, -1)  # -1: retry forever (Ray)
-        _check_range("train.fail_at_step", self.fail_at_step, -1)
         _check_range("train.text_crop_prob", self.text_crop_prob, 0, 1)
         _check_range("train.val_every", self.val_every, 0)
         _check_range("train.val_images", self.val_images, 1)
@@ -413,6 +411,8 @@ def _explain(exc: OmegaConfBaseException, schema: DictConfig, origin: str) -> Co
     key = getattr(exc, "full_key", None) or ""
     msg = str(exc).splitlines()[0]
     if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        if key in REMOVED_KEYS:
+            return ConfigError(f"{origin}: config key '{key}' was removed; {REMOVED_KEYS[key]}")
         allowed = _allowed_keys(schema, key)
         return ConfigError(
             f"{origin}: unknown config key '{key}'. Allowed keys here: {', '.join(allowed)}"
@@ -497,8 +497,33 @@ def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+# Keys that were removed from the schema, with where the setting lives now. Stored configs
+# (checkpoints, the shipped zoo weights, shard manifests) written before the removal still
+# carry them: ``section_from_dict`` drops exactly these keys, so old artefacts load; a YAML
+# file or an override that sets one is refused, naming the replacement.
+REMOVED_KEYS = {
+    "shards.fail_once_marker": "test-only: env TEXTBOOST_FAULT_SHARD_ONCE (pipeline.faults)",
+    "train.fail_at_step": "test-only: env TEXTBOOST_FAULT_TRAIN_STEP (pipeline.faults)",
+}
+
+
+def _without_removed(cls: Any, data: Any, prefix: str) -> Any:
+    """``data`` (a stored config dict for ``cls``) without the ``REMOVED_KEYS``, recursively."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(data, dict)):
+        return data
+    hints = typing.get_type_hints(cls)
+    return {
+        k: _without_removed(hints.get(k), v, f"{prefix}{k}.")
+        for k, v in data.items()
+        if f"{prefix}{k}" not in REMOVED_KEYS
+    }
+
+
 def section_from_dict(cls: type, data: dict) -> Any:
-    """Rebuild a config section (e.g. ``ModelConfig``) from a dict, strictly."""
+    """Rebuild a config section (e.g. ``ModelConfig``) from a dict, strictly (only the
+    ``REMOVED_KEYS`` of older stored configs are dropped)."""
+    sections = {t: f"{name}." for name, t in typing.get_type_hints(TextBoostConfig).items()}
+    data = _without_removed(cls, data, sections.get(cls, ""))
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), data))
     except OmegaConfBaseException as exc:
