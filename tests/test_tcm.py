@@ -50,7 +50,10 @@ def _scene(width: int = 96, height: int = 70):
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
-    return _trained_like(build_model(TINY_TCM)).eval()
+    model = _trained_like(build_model(TINY_TCM)).eval()
+    with torch.no_grad():  # latents spread over many quantisation bins, as after training
+        model.backbone.g_a[-1].weight.mul_(40)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,20 @@ def test_round_trip_is_deterministic_and_matches_eval_forward(net, scene, encode
     for got, want in ((decoded.image, out["x_hat"]), (decoded.base, out["x_base"])):
         ref = (want[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.int16)
         diff = np.abs(np.asarray(got).astype(np.int16) - ref)
-        assert diff.max() <= 1  # the entropy-decoded latents are the forward's, bit for bit
+        assert diff.max() <= 1  # only the 8-bit rounding differs
+
+    # the entropy-decoded latents are the eval-mode forward's, bit for bit
+    seen = []
+    hook = net.backbone.g_s.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    try:
+        with torch.inference_mode():
+            net(x, g)
+    finally:
+        hook.remove()
+    with torch.inference_mode():
+        y_hat = net.backbone.decode_latent(c.strings, net.latent_shape(128, 128))
+    assert y_hat.shape == seen[0].shape == (1, TINY_TCM.M, 8, 8)
+    assert torch.equal(y_hat, seen[0])
 
 
 def test_compress_layout_matches_latent_shape_and_string_bounds(net):
