@@ -255,3 +255,22 @@ def test_default_tcm_keys_are_not_hashed_into_identities(monkeypatch):
     monkeypatch.setattr(model_mod, "to_dict", without_tcm_keys)
     net._identity_cache = None
     assert net.identity() == now
+
+
+def test_shipped_tcm_configs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paper = load_config(root / "paper" / "stage1_tcm_imagenet.yaml")
+    elic = load_config(root / "paper" / "stage1_imagenet.yaml")
+    assert (paper.model.backbone, paper.model.N, paper.model.M) == ("tcm", 128, 320)
+    assert (paper.model.tcm_slices, paper.model.tcm_window) == (5, 8)
+    assert paper.shards == elic.shards and paper.data == elic.data  # the same shards
+    assert paper.train.stage == 1 and paper.train.crop_size == elic.train.crop_size
+    assert paper.mlflow.registered_model != elic.mlflow.registered_model
+    for name, lmbda in (("tcm-xlow", 1e-4), ("tcm-low", 3e-4)):
+        cfg = load_config(root / "zoo" / f"{name}.yaml")
+        assert cfg.model.backbone == "tcm" and not cfg.train.init_checkpoint  # from scratch
+        assert cfg.train.lmbda == pytest.approx(lmbda)
+        assert cfg.eval.baselines == ["backbone", "overlay"]
+        assert "model.fusion=colour" in cfg.pipeline.stage2
