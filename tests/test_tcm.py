@@ -186,6 +186,21 @@ def test_likelihoods_are_per_slice_and_slices_see_earlier_slices():
     assert not torch.allclose(base[1], moved[1])  # slice 1's means depend on slice 0
 
 
+def test_trains_on_channels_last_batches():
+    """The loader's batches are permuted HWC (channels-last); a stride-2 1x1 conv on them
+    corrupted the heap in backward (worker crash in the pipeline) unless made contiguous."""
+    torch.manual_seed(0)
+    tcm = TCM(N=16, M=40, num_slices=5, window=4)
+    for _ in range(3):
+        x = torch.rand(4, 128, 128, 3).permute(0, 3, 1, 2)
+        out = tcm(x)
+        loss = out["x_hat"].square().mean() + sum(
+            v.log().mean() for v in out["likelihoods"].values()
+        )
+        loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in tcm.parameters())
+
+
 # --------------------------------------------------------------------------- attention
 
 

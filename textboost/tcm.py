@@ -269,8 +269,13 @@ class TCM(CompressionModel):
         return self.h_mean_s(z_hat), self.h_scale_s(z_hat)
 
     # --- compressai contract ---------------------------------------------------------------
+    def _analysis(self, x: Tensor) -> Tensor:
+        # contiguous: torch 2.14's CPU backward of the stride-2 1x1 skip conv on a 3-channel
+        # channels-last input (the training loader's permuted HWC batches) corrupts the heap
+        return self.g_a(x.contiguous())
+
     def forward(self, x: Tensor) -> dict:
-        y = self.g_a(x)
+        y = self._analysis(x)
         z = self.h_a(y)
         _, z_likelihoods = self.entropy_bottleneck(z)
         z_offset = self.entropy_bottleneck._get_medians()
@@ -287,7 +292,7 @@ class TCM(CompressionModel):
         return {"x_hat": self.g_s(torch.cat(decoded, dim=1)), "likelihoods": likelihoods}
 
     def compress(self, x: Tensor) -> dict:
-        y = self.g_a(x)
+        y = self._analysis(x)
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
