@@ -285,6 +285,8 @@ def string_symbols(model: TextBoost, padded_h: int, padded_w: int) -> int:
     h, w = padded_h // 16, padded_w // 16
     if model.model_cfg.backbone == "elic":  # per channel group, checkerboard halves
         y = max(model.backbone.groups) * h * ((w + 1) // 2)
+    elif model.model_cfg.backbone == "tcm":  # per channel slice
+        y = model.backbone.slice_channels * h * w
     else:
         y = model.model_cfg.M * h * w
     z_channels = [m.channels for m in model.modules() if isinstance(m, EntropyBottleneck)]

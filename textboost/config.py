@@ -24,7 +24,8 @@ from textboost.canonical import sha256_json
 from textboost.errors import ConfigError
 
 SOURCE_KINDS = ("synthetic", "textocr", "icdar2015", "imagenet", "folder", "shards")
-BACKBONES = ("elic", "hyperprior")
+BACKBONES = ("elic", "hyperprior", "tcm")
+TCM_DEFAULTS = {"tcm_slices": 5, "tcm_window": 8}  # hashed into a model identity only when changed
 FUSIONS = ("paper", "colour")
 # overlay: the no-learning use of a colour container's side info (colour models only)
 BASELINES = ("jpeg", "webp", "backbone", "overlay", "avif", "avif_min", "avif_half")
@@ -154,9 +155,12 @@ class ShardsConfig:
 class ModelConfig:
     """Backbone (compressai) + fusion block (paper 4.2)."""
 
-    backbone: str = "elic"  # elic (Elic2022Official, paper) | hyperprior (small, CPU)
-    N: int = 192
+    # elic (Elic2022Official, paper) | hyperprior (small, CPU) | tcm (LIC-TCM, textboost.tcm)
+    backbone: str = "elic"
+    N: int = 192  # tcm: width of each branch of a TCM block (its transforms carry 2N)
     M: int = 320
+    tcm_slices: int = 5  # tcm: channel slices of y (M must be divisible by it; paper: 5)
+    tcm_window: int = 8  # tcm: attention window of g_a / g_s (paper: 8)
     fusion_channels: int = 13  # decoder RGB expanded to this many channels (paper: 13)
     # Fusion residual gated by the guidance map dilated by fusion_gate_radius px: an all-zero
     # guidance map then gives exactly the backbone output (paper 4.1 "degrades gracefully").
@@ -180,6 +184,21 @@ class ModelConfig:
             raise ConfigError(
                 "model.M must be > 128 for backbone=elic (channel groups 16,16,32,64,M-128); "
                 "use e.g. model.M=192, or backbone=hyperprior for tiny models"
+            )
+        _check_range("model.tcm_slices", self.tcm_slices, 1, 32)
+        _check_range("model.tcm_window", self.tcm_window, 1, 64)
+        if self.backbone != "tcm":
+            for key, default in TCM_DEFAULTS.items():
+                if getattr(self, key) != default:
+                    raise ConfigError(
+                        f"model.{key} only applies to backbone=tcm (got backbone="
+                        f"{self.backbone}); set model.backbone=tcm or drop model.{key}"
+                    )
+        elif self.M % self.tcm_slices:
+            raise ConfigError(
+                f"model.M={self.M} is not divisible by model.tcm_slices={self.tcm_slices}: "
+                "backbone=tcm splits the latent into equal slices; use e.g. "
+                f"model.M={self.M - self.M % self.tcm_slices + self.tcm_slices}"
             )
         _check_range("model.fusion_gate_radius", self.fusion_gate_radius, 0, 255)
         _check_choice("model.fusion", self.fusion, FUSIONS)

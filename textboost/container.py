@@ -37,7 +37,7 @@ VERSIONS = (FORMAT_VERSION, COLOUR_VERSION)
 MODEL_ID_BYTES = 8
 MAX_SIDE = 1 << 15  # largest width/height a container may declare
 MAX_PIXELS = 1 << 25  # ~33.5 MP: default limit for encoding and decoding (--max-pixels)
-MAX_STRING_LISTS = 64  # ELIC uses 11, the hyperprior 2
+MAX_STRING_LISTS = 64  # ELIC uses 11, the hyperprior 2, TCM model.tcm_slices + 1 (<= 33)
 MAX_BATCH = 16
 _MAX_VARINT_BYTES = 5  # values < 2**35; lengths are further bounded by the input size
 _U32 = struct.Struct("<I")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from textboost.config import ModelConfig, to_dict
+from textboost.config import TCM_DEFAULTS, ModelConfig, to_dict
 from textboost.fusion import ColourFusionBlock, FusionBlock
 
 PAD_MULTIPLE = 64
@@ -64,6 +64,10 @@ def build_backbone(model_cfg: ModelConfig) -> CompressionModel:
         from compressai.models.sensetime import Elic2022Official
 
         return Elic2022Official(N=model_cfg.N, M=model_cfg.M)
+    if model_cfg.backbone == "tcm":
+        from textboost.tcm import TCM
+
+        return TCM(model_cfg.N, model_cfg.M, model_cfg.tcm_slices, model_cfg.tcm_window)
     from compressai.models import MeanScaleHyperprior
 
     return MeanScaleHyperprior(N=model_cfg.N, M=model_cfg.M)
@@ -210,6 +214,8 @@ class TextBoost(CompressionModel):
         bb = self.backbone
         if self.model_cfg.backbone == "elic":
             y_hat = bb.latent_codec.decompress(strings, shape)["y_hat"]
+        elif self.model_cfg.backbone == "tcm":
+            return bb.decode_unclamped(strings, shape)  # checks the number of string lists
         else:  # MeanScaleHyperprior.decompress without the final clamp
             if len(strings) != 2:
                 raise ValueError(f"hyperprior expects 2 string lists, got {len(strings)}")
@@ -237,9 +243,12 @@ class TextBoost(CompressionModel):
 
     @property
     def num_string_lists(self) -> int:
-        """Number of latent string lists per image (ELIC: 2 per channel group + z)."""
+        """Number of latent string lists per image (ELIC: 2 per channel group + z; TCM: one
+        per slice + z)."""
         if self.model_cfg.backbone == "elic":
             return 2 * len(self.backbone.groups) + 1
+        if self.model_cfg.backbone == "tcm":
+            return self.backbone.num_slices + 1
         return 2
 
     # --- parameter groups ------------------------------------------------------------------
@@ -274,6 +283,9 @@ class TextBoost(CompressionModel):
         cfg = to_dict(self.model_cfg)
         if not cfg.get("fusion_refine"):  # added later: hashed only when set, so models
             cfg.pop("fusion_refine", None)  # trained before it keep their identity
+        for key, default in TCM_DEFAULTS.items():  # likewise the TCM backbone's keys
+            if cfg.get(key) == default:
+                cfg.pop(key, None)
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for name, p in sorted(self.named_parameters()):
             t = p.detach().cpu().contiguous()
