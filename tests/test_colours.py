@@ -155,14 +155,23 @@ def test_refine_path_post_filters_the_whole_image_and_trains_in_stage2():
     """model.fusion_refine: a global refinement path in the colour block. It starts as the
     identity, changes text-free pixels once trained, keeps the codec round trip exact, and
     leaves the identity of models without it as it was."""
-    from textboost import zoo
-    from textboost.checkpoint import load_checkpoint
-    from textboost.errors import ConfigError
+    import hashlib
+    import json
 
-    shipped, _ = load_checkpoint("zoo:hp-xlow")  # trained before the field existed
-    assert shipped.identity() == zoo.card("hp-xlow")["model_identity"]
+    from textboost.config import to_dict
+    from textboost.errors import ConfigError
+    from textboost.model import LATER_KEYS
+
     torch.manual_seed(0)
     plain = build_model(ModelConfig(backbone="hyperprior", N=8, M=8, fusion="colour"))
+    # the identity as computed before the key existed (config dict without it + parameters)
+    before = {k: v for k, v in to_dict(plain.model_cfg).items() if k not in LATER_KEYS}
+    h = hashlib.sha256(json.dumps(before, sort_keys=True).encode())
+    for name, p in sorted(plain.named_parameters()):
+        t = p.detach().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    assert plain.identity() == h.hexdigest()[:16]
     cfg = ModelConfig(backbone="hyperprior", N=8, M=8, fusion="colour", fusion_refine=8)
     refined = with_fusion(plain, cfg)
     assert refined.fusion_block.refiner is not None and refined.identity() != plain.identity()

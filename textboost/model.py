@@ -27,6 +27,10 @@ from torch import Tensor, nn
 from textboost.config import TCM_DEFAULTS, ModelConfig, to_dict
 from textboost.fusion import ColourFusionBlock, FusionBlock
 
+# model.* keys added after models shipped, with their defaults: hashed into ``identity`` only
+# when set otherwise, so every earlier model (zoo cards, containers) keeps its identity
+LATER_KEYS = {"fusion_refine": 0, **TCM_DEFAULTS}
+
 PAD_MULTIPLE = 64
 
 Padding = tuple[int, int, int, int]  # (left, right, top, bottom), F.pad order
@@ -281,10 +285,8 @@ class TextBoost(CompressionModel):
             return self._identity_cache[1]
         h = hashlib.sha256()
         cfg = to_dict(self.model_cfg)
-        if not cfg.get("fusion_refine"):  # added later: hashed only when set, so models
-            cfg.pop("fusion_refine", None)  # trained before it keep their identity
-        for key, default in TCM_DEFAULTS.items():  # likewise the TCM backbone's keys
-            if cfg.get(key) == default:
+        for key, default in LATER_KEYS.items():  # hashed only when set, so models trained
+            if cfg.get(key) == default:  # before a key existed keep their identity
                 cfg.pop(key, None)
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for name, p in sorted(self.named_parameters()):
