@@ -124,23 +124,14 @@ def run_tasks(
     *,
     executor: str,
     ray_cfg: RayConfig,
-    cpus_per_task: float = 1.0,
-    gpus_per_task: float = 0.0,
-    max_in_flight: int = 8,
-    max_retries: int = 3,
     keep_results: bool = True,
+    **ray_options: float | int,
 ) -> list[R]:
-    """Dispatch to ``run_ray`` or ``run_local`` (``shards.executor``, ``eval.workers``)."""
+    """Dispatch to ``run_ray`` (``ray_options``: its ``cpus_per_task``, ``gpus_per_task``,
+    ``max_in_flight``, ``max_retries``) or ``run_local`` (``shards.executor``,
+    ``eval.workers``)."""
     if executor == "local" or (isinstance(tasks, list | tuple) and not tasks):
         return run_local(fn, tasks, on_done, keep_results)
     return run_ray(
-        fn,
-        tasks,
-        on_done,
-        ray_cfg=ray_cfg,
-        cpus_per_task=cpus_per_task,
-        gpus_per_task=gpus_per_task,
-        max_in_flight=max_in_flight,
-        max_retries=max_retries,
-        keep_results=keep_results,
-    )
+        fn, tasks, on_done, ray_cfg=ray_cfg, keep_results=keep_results, **ray_options
+    )  # fmt: skip

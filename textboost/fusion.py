@@ -125,6 +125,17 @@ def sparse_apply(fn, x_base: Tensor, inputs: tuple, active: Tensor, halo: int) -
     return out
 
 
+def dilated_stack(in_channels: int, width: int) -> list[nn.Module]:
+    """Four 3x3 convolutions with dilations 1, 2, 4, 1, each followed by a GELU (receptive
+    radius 8 px); the layer order fixes the state-dict names of the shipped weights."""
+    layers: list[nn.Module] = []
+    for i, dilation in enumerate((1, 2, 4, 1)):
+        layers.append(nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=dilation,
+                                dilation=dilation))  # fmt: skip
+        layers.append(nn.GELU())
+    return layers
+
+
 class Refiner(nn.Module):
     """Global refinement path of the colour block (``model.fusion_refine``): a small CNN on the
     whole decoded image that corrects the backbone's low-rate artefacts (blur, ringing)::
@@ -142,17 +153,7 @@ class Refiner(nn.Module):
     def __init__(self, width: int):
         super().__init__()
         self.down = nn.Conv2d(3, width, 4, stride=2, padding=1)
-        self.body = nn.Sequential(
-            nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=2, dilation=2),
-            nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=4, dilation=4),
-            nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.GELU(),
-        )
+        self.body = nn.Sequential(nn.GELU(), *dilated_stack(width, width))
         self.up = nn.ConvTranspose2d(width, width, 4, stride=2, padding=1)
         self.head = nn.Sequential(
             nn.Conv2d(3 + width, max(1, width // 2), 3, padding=1),
@@ -200,16 +201,7 @@ class ColourFusionBlock(nn.Module):
         self.gate_radius = int(gate_radius)
         self.sparse_inference = True
         self.refiner = Refiner(refine) if refine > 0 else None
-        self.body = nn.Sequential(
-            nn.Conv2d(8, width, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=2, dilation=2),
-            nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=4, dilation=4),
-            nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.GELU(),
-        )
+        self.body = nn.Sequential(*dilated_stack(8, width))
         self.head = nn.Conv2d(width, 4, 1)  # blend logit, RGB correction
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
