@@ -33,6 +33,16 @@ FUSION_KEYS = (
     "fusion", "fusion_channels", "fusion_gated", "fusion_gate_radius", "fusion_width",
     "fusion_refine",
 )  # fmt: skip
+# model.kind: textboost (paper: fusion block at the decoder), or one of the paper's comparison
+# baselines (5.2.5 ELIC-ROI; TACO, arXiv 2403.02944), encoder-side only, trained in stage 1
+MODEL_KINDS = ("textboost", "roi", "taco_style")
+TEXT_ENCODERS = ("small", "clip")
+# Model keys added after models were shipped: hashed (model identity, pipeline stage keys)
+# only when they differ from these defaults, so earlier models keep their identity.
+LATER_MODEL_KEYS = {
+    "fusion_refine": 0, "kind": "textboost", "text_encoder": "small", "clip_weights": "",
+    "clip_arch": "ViT-B-32", "text_dim": 64, **TCM_DEFAULTS,
+}  # fmt: skip
 MAX_IMAGE_SIDE = 1 << 15  # as textboost.container.MAX_SIDE
 MAX_SYNTH_WORDS = 4096
 MAX_CHANNELS = 4096
@@ -175,8 +185,42 @@ class ModelConfig:
     # colour block: width of its global refinement path (fusion.Refiner; 0 = none). Trained in
     # stage 2 with the block; it post-filters the whole image, text-free ones too.
     fusion_refine: int = 0
+    # textboost: the paper's model. roi: the text mask of the sent words is a 4th input
+    # channel of the encoder (paper 5.2.5, ELIC-ROI). taco_style: a text adapter in the
+    # encoder (cross-attention to the sent words' tokens, TACO). Both baselines send no side
+    # info and have no fusion block: the decoder is the backbone's.
+    kind: str = "textboost"
+    # taco_style: per-word text encoder. small: char embedding + tiny transformer, trained
+    # from scratch. clip: a frozen open_clip text tower (clip_arch) from local weights.
+    text_encoder: str = "small"
+    clip_weights: str = ""  # text_encoder=clip: path of the open_clip weights file
+    clip_arch: str = "ViT-B-32"  # text_encoder=clip: open_clip model name
+    text_dim: int = 64  # taco_style: width of the word tokens and the cross-attention
 
     def __post_init__(self) -> None:
+        _check_choice("model.kind", self.kind, MODEL_KINDS)
+        _check_choice("model.text_encoder", self.text_encoder, TEXT_ENCODERS)
+        _check_range("model.text_dim", self.text_dim, 8, 1024)
+        if self.text_dim % 4:
+            raise ConfigError(
+                f"model.text_dim={self.text_dim!r} is out of range; allowed: a multiple of 4 "
+                "(4 attention heads) in 8..1024"
+            )
+        if self.kind != "taco_style" and (self.text_encoder != "small" or self.clip_weights):
+            raise ConfigError(
+                "model.text_encoder / model.clip_weights configure the text adapter of "
+                "model.kind=taco_style; set model.kind=taco_style or drop them"
+            )
+        if self.text_encoder == "clip" and not self.clip_weights:
+            raise ConfigError(
+                "model.text_encoder=clip needs model.clip_weights (a local open_clip weights "
+                "file: CLIP is not downloaded)"
+            )
+        if self.kind != "textboost" and (self.fusion != "paper" or self.fusion_refine):
+            raise ConfigError(
+                f"model.kind={self.kind} has no fusion block; leave model.fusion / "
+                "model.fusion_refine at their defaults"
+            )
         _check_choice("model.backbone", self.backbone, BACKBONES)
         for key in ("N", "M", "fusion_channels"):
             _check_range(f"model.{key}", getattr(self, key), 1, MAX_CHANNELS)
@@ -256,9 +300,13 @@ class TrainConfig:
     log_every: int = 50
     # Register the final checkpoint in mlflow.registered_model (pyfunc) with alias @trained
     register: bool = False
+    # model.kind=roi, stage 1: distortion weight inside the text mask of the sent words,
+    # MSE -> mean(w (x_hat - x)^2), w = 1 + (roi_weight - 1) mask (ignored for other kinds)
+    roi_weight: float = 4.0
 
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, (1, 2))
+        _check_range("train.roi_weight", self.roi_weight, 0, 1000, exclusive_low=True)
         _check_choice("train.gc_target", self.gc_target, ("original", "guidance"))
         _check_range("train.epochs", self.epochs, 1)
         _check_range("train.steps_per_epoch", self.steps_per_epoch, 1)
@@ -390,6 +438,11 @@ class TextBoostConfig:
 
     def __post_init__(self) -> None:
         _check_range("seed", self.seed, 0)
+        if self.model.kind != "textboost" and self.train.stage == 2:
+            raise ConfigError(
+                f"model.kind={self.model.kind} has no fusion block: it is trained in stage 1 "
+                "only (train.stage=1; leave stage2 out of pipeline.stages)"
+            )
 
 
 def _check_choice(key: str, value: Any, allowed: tuple) -> None:
@@ -547,6 +600,25 @@ def section_from_dict(cls: type, data: dict) -> Any:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), data))
     except OmegaConfBaseException as exc:
         raise _explain(exc, OmegaConf.structured(cls), cls.__name__) from None
+
+
+def model_key(model_cfg: Any) -> dict:
+    """``to_dict(model_cfg)`` without the keys of ``LATER_MODEL_KEYS`` that hold their
+    default: what identifies a model (``TextBoost.identity``, pipeline stage keys), so models
+    made before those keys existed keep their identity."""
+    out = to_dict(model_cfg)
+    for key, default in LATER_MODEL_KEYS.items():
+        if key in out and out[key] == default:
+            del out[key]
+    return out
+
+
+def train_key(train_cfg: Any) -> dict:
+    """``to_dict(train_cfg)`` without ``roi_weight`` at its default (pipeline stage keys)."""
+    out = to_dict(train_cfg)
+    if out.get("roi_weight") == 4.0:
+        del out["roi_weight"]
+    return out
 
 
 def config_hash(cfg: Any) -> str:

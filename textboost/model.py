@@ -5,6 +5,12 @@
 returns latent ``strings`` and ``shape``; ``decompress(strings, shape, guidance)`` decodes.
 The encoder never sees the guidance map: it only steers the decoder.
 
+``model.kind`` selects the paper's comparison baselines (encoder-side text, no fusion block,
+the decoder is the backbone's and never reads text): ``roi`` (paper 5.2.5, ELIC-ROI) feeds
+the text mask of the sent words to the encoder as a 4th input channel (``roi_mask``);
+``taco_style`` (TACO) lets ``g_a``'s features cross-attend to the sent words' tokens
+(``text``, ``textboost.text_adapter``) after its second downsampling stage.
+
 Padding: the backbones need H and W divisible by 64 (ELIC: 4 stride-2 analysis layers plus
 2 in the hyper-analysis). Images are padded (replicate) with the offsets of
 ``padding_for(h, w)``; the backbone output is cropped back with the same offsets *before* the
@@ -16,20 +22,26 @@ mode, so a decoded image equals the eval-mode forward output (measured: bit-iden
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from textboost.config import TCM_DEFAULTS, ModelConfig, to_dict
+from textboost.config import LATER_MODEL_KEYS, ModelConfig, to_dict
 from textboost.fusion import ColourFusionBlock, FusionBlock
 
-# model.* keys added after models shipped, with their defaults: hashed into ``identity`` only
-# when set otherwise, so every earlier model (zoo cards, containers) keeps its identity
-LATER_KEYS = {"fusion_refine": 0, **TCM_DEFAULTS}
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# model.* keys added after models shipped, with their defaults (the refinement path, the TCM
+# backbone's, the comparison models'): hashed into ``identity`` only when set otherwise, so
+# every earlier model (zoo cards, containers) keeps its identity
+LATER_KEYS = LATER_MODEL_KEYS
 
 PAD_MULTIPLE = 64
 
@@ -75,6 +87,33 @@ def build_backbone(model_cfg: ModelConfig) -> CompressionModel:
     from compressai.models import MeanScaleHyperprior
 
     return MeanScaleHyperprior(N=model_cfg.N, M=model_cfg.M)
+
+
+def roi_conv_key(model_cfg: ModelConfig) -> str:
+    """State-dict key of the encoder's first conv (4 input channels for ``kind=roi``)."""
+    return "backbone.g_a.0.weight"
+
+
+def _widen_first_conv(g_a: nn.Sequential, channels: int) -> None:
+    """Replace ``g_a[0]`` (a conv on RGB) by the same conv on ``channels`` input channels."""
+    old = g_a[0]
+    if not isinstance(old, nn.Conv2d) or old.in_channels != 3:
+        raise TypeError(f"the encoder's first layer is {type(old).__name__}, not a conv on RGB")
+    g_a[0] = nn.Conv2d(
+        channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+        bias=old.bias is not None,
+    )  # fmt: skip
+
+
+def adapter_site(g_a: nn.Sequential) -> tuple[int, int]:
+    """``(index, channels)``: the layer of ``g_a`` after which the TACO-style adapter sits,
+    the last one before the third stride-2 conv (1/4 resolution), and its channels."""
+    convs = [
+        i for i, m in enumerate(g_a) if isinstance(m, nn.Conv2d) and tuple(m.stride) == (2, 2)
+    ]
+    if len(convs) < 3:
+        raise TypeError("the encoder has fewer than 3 stride-2 convs: no adapter site")
+    return convs[2] - 1, g_a[convs[2]].in_channels
 
 
 def build_fusion(model_cfg: ModelConfig) -> nn.Module:
@@ -145,8 +184,20 @@ class TextBoost(CompressionModel):
     def __init__(self, model_cfg: ModelConfig):
         super().__init__()
         self.model_cfg = model_cfg
+        self.kind = model_cfg.kind
         self.backbone = fp32_entropy_models(build_backbone(model_cfg))  # bf16: rate in fp32
-        self.fusion_block = build_fusion(model_cfg)
+        if self.kind == "roi":
+            _widen_first_conv(self.backbone.g_a, 4)
+        # the baselines decode with the backbone alone: no fusion block (no parameters)
+        self.fusion_block = build_fusion(model_cfg) if self.kind == "textboost" else nn.Identity()
+        self._text_ctx: dict | None = None
+        if self.kind == "taco_style":
+            from textboost.text_adapter import TextAdapter, build_text_encoder
+
+            site, channels = adapter_site(self.backbone.g_a)
+            self.text_encoder = build_text_encoder(model_cfg)
+            self.text_adapter = TextAdapter(channels, model_cfg.text_dim)
+            self.backbone.g_a[site].register_forward_hook(self._adapter_hook)
         self.backbone_frozen = False  # set by textboost.stages.freeze_for_stage2
         self._identity_cache: tuple[tuple, str] | None = None
         self._updated_key: tuple | None = None
@@ -157,31 +208,89 @@ class TextBoost(CompressionModel):
         """Whether the fusion block uses the word colours (``model.fusion=colour``)."""
         return bool(getattr(self.fusion_block, "needs_colour", False))
 
+    @property
+    def method(self) -> str:
+        """The evaluation row of this model's own reconstruction: ``textboost``, ``roi`` or
+        ``taco_style``."""
+        return self.kind
+
+    @property
+    def encoder_input(self) -> str | None:
+        """What the encoder takes besides the image: ``roi_mask`` (kind=roi), ``text``
+        (kind=taco_style) or None (TextBoost: the words only reach the decoder)."""
+        return {"roi": "roi_mask", "taco_style": "text"}.get(self.kind)
+
+    def _encoder_image(self, x_pad: Tensor, padding: Padding, roi_mask: Tensor | None) -> Tensor:
+        """The backbone's input: the padded image, plus (kind=roi) the padded text mask."""
+        if self.kind != "roi":
+            return x_pad
+        if roi_mask is None:
+            return torch.cat([x_pad, x_pad.new_zeros((x_pad.shape[0], 1, *x_pad.shape[2:]))], 1)
+        if any(padding):
+            roi_mask = F.pad(roi_mask, padding, mode="constant")
+        return torch.cat([x_pad, roi_mask.to(x_pad.dtype)], 1)
+
+    @contextlib.contextmanager
+    def _text_context(self, text: dict | None, padding: Padding, size, padded) -> Iterator:
+        """While the backbone's encoder runs: the word tokens for the adapter hook."""
+        if self.kind != "taco_style":
+            yield
+            return
+        b, device = padded[0], next(self.parameters()).device
+        if text is None:
+            from textboost.text_adapter import stack_tokens, word_tokens
+
+            text = stack_tokens([word_tokens([], 1, 1)] * b)
+        text = {k: v.to(device) for k, v in text.items()}
+        tokens = self.text_encoder(text["chars"], text["boxes"])
+        frame = (padding[0], padding[2], size[0], size[1], padded[2], padded[3])
+        self._text_ctx = {"tokens": tokens, "valid": text["valid"], "frame": frame}
+        try:
+            yield
+        finally:
+            self._text_ctx = None
+
+    def _adapter_hook(self, module: nn.Module, inputs, output: Tensor) -> Tensor:
+        ctx = self._text_ctx
+        if ctx is None:
+            raise RuntimeError("taco_style encoder run outside TextBoost.forward / compress")
+        return self.text_adapter(output, ctx["tokens"], ctx["valid"], ctx["frame"])
+
     def fuse(
         self, x_base: Tensor, guidance: Tensor | None, cmap: Tensor | None = None,
         box: Tensor | None = None,
     ) -> Tensor:  # fmt: skip
-        """The fusion block on ``x_base`` (the colour block also takes ``cmap`` and ``box``)."""
+        """The fusion block on ``x_base`` (the colour block also takes ``cmap`` and ``box``);
+        the baselines (``kind`` roi / taco_style) have none: ``x_base`` itself."""
+        if self.kind != "textboost":
+            return x_base
         if self.needs_colour:
             return self.fusion_block(x_base, guidance, cmap, box)
         return self.fusion_block(x_base, guidance)
 
     def forward(
         self, x: Tensor, guidance: Tensor | None = None, cmap: Tensor | None = None,
-        box: Tensor | None = None,
+        box: Tensor | None = None, roi_mask: Tensor | None = None, text: dict | None = None,
     ) -> dict:  # fmt: skip
         """``x``: Bx3xHxW in [0, 1]; ``guidance``: Bx1xHxW in [0, 1] (None = no words);
-        ``cmap`` Bx3xHxW in [0, 1] and ``box`` Bx1xHxW: colour guidance (colour block only)."""
+        ``cmap`` Bx3xHxW in [0, 1] and ``box`` Bx1xHxW: colour guidance (colour block only).
+        Encoder inputs of the baselines: ``roi_mask`` Bx1xHxW in {0, 1} (kind=roi), ``text``
+        (kind=taco_style, ``textboost.text_adapter.stack_tokens``); None = no words."""
         x_pad, padding = pad(x)  # Bx3xH'xW', H', W' multiples of 64
-        out = self.backbone(x_pad)
+        with self._text_context(text, padding, x.shape[-2:], x_pad.shape):
+            out = self.backbone(self._encoder_image(x_pad, padding, roi_mask))
         x_base = crop(out["x_hat"], padding)  # Bx3xHxW
         x_hat = self.fuse(x_base, guidance, cmap, box)  # Bx3xHxW
         return {"x_hat": x_hat, "x_base": x_base, "likelihoods": out["likelihoods"]}
 
-    def compress(self, x: Tensor) -> dict:
-        """Entropy-code ``x`` (Bx3xHxW); the guidance map is not needed to encode."""
+    def compress(
+        self, x: Tensor, roi_mask: Tensor | None = None, text: dict | None = None
+    ) -> dict:
+        """Entropy-code ``x`` (Bx3xHxW); the guidance map is not needed to encode. The
+        baselines' encoders also take ``roi_mask`` / ``text`` (as ``forward``)."""
         x_pad, padding = pad(x)
-        out = self.backbone.compress(x_pad)
+        with self._text_context(text, padding, x.shape[-2:], x_pad.shape):
+            out = self.backbone.compress(self._encoder_image(x_pad, padding, roi_mask))
         return {
             "strings": out["strings"],
             "shape": out["shape"],
