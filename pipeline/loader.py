@@ -53,6 +53,9 @@ class Crop:
     key: str = ""
     cmap: np.ndarray | None = None  # SxSx3 uint8 colour guidance (model.fusion=colour)
     box: np.ndarray | None = None  # SxS uint8 {0, 1} word boxes of the colour guidance
+    # model.kind=taco_style: the sent words meeting the window, as word tokens in crop
+    # coordinates (``textboost.text_adapter.word_tokens``: chars nxL uint8, boxes nx4)
+    text: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def decode_sample(sample: dict) -> tuple[np.ndarray, np.ndarray, list[Word]]:
@@ -124,10 +127,12 @@ def random_crop(
     with_mask: bool = True,
     text_prob: float = 0.0,
     with_colour: bool = False,
+    with_text: bool = False,
 ) -> Crop:
     """Cut the same ``size``x``size`` window from image, guidance map and text mask (and,
     ``with_colour``, the colour guidance: word colours measured on the whole image, as the
-    encoder does, for the words that meet the window).
+    encoder does, for the words that meet the window; ``with_text``, those words' tokens for
+    a TACO-style encoder, boxes in crop coordinates).
 
     Images smaller than the crop are zero-padded at the bottom/right (the guidance map and
     mask too, so they stay aligned). The mask is rendered only inside the window.
@@ -153,6 +158,10 @@ def random_crop(
         near = _in_window(words, x0, y0, size)
         cmap, box = colour_guidance(out_guide, near, word_colours(image, near), (x0, y0))
         crop.cmap, crop.box = cmap, box
+    if with_text:
+        from textboost.text_adapter import word_tokens
+
+        crop.text = word_tokens(_in_window(words, x0, y0, size), size, size, x0, y0)
     return crop
 
 
@@ -171,6 +180,10 @@ def collate(crops: list[Crop], skipped: int, worker: int) -> dict:
     if crops and crops[0].cmap is not None:
         out["cmap"] = torch.from_numpy(np.stack([c.cmap for c in crops])).permute(0, 3, 1, 2)
         out["box"] = torch.from_numpy(np.stack([c.box for c in crops]))[:, None]
+    if crops and crops[0].text is not None:
+        from textboost.text_adapter import stack_tokens
+
+        out["text"] = stack_tokens([c.text for c in crops])
     return out
 
 
@@ -188,6 +201,8 @@ def to_float(batch: dict, device, non_blocking: bool = False) -> dict:
             continue
         t = batch[name].to(device, non_blocking=non_blocking).float()
         out[name] = t if name in ("text_mask", "box") else t / 255.0
+    if "text" in batch:  # word tokens: ids, boxes and flags as they are
+        out["text"] = {k: v.to(device, non_blocking=non_blocking) for k, v in batch["text"].items()}
     return out
 
 
@@ -234,6 +249,7 @@ class LoaderSpec:
     num_workers: int = 1
     with_mask: bool = True
     with_colour: bool = False  # colour guidance (model.fusion=colour)
+    with_text: bool = False  # word tokens of each crop (model.kind=taco_style)
     text_crop_prob: float = 0.0  # share of windows centred on a sent word
     shuffle_buffer: int = 1000  # train.shuffle_buffer
     pin_memory: bool = False  # for GPU training
@@ -308,7 +324,7 @@ def _crops(spec: LoaderSpec, epoch_tag: str) -> Iterator[dict]:
             image, guidance, words = decode_sample(picked)
             crop = random_crop(
                 image, guidance, words, spec.crop_size, rng, spec.with_mask,
-                spec.text_crop_prob, spec.with_colour,
+                spec.text_crop_prob, spec.with_colour, spec.with_text,
             )  # fmt: skip
             crop.key = picked["__key__"]
         except ImportError:

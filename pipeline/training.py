@@ -92,7 +92,8 @@ class Stepper:
         self.tcfg, self.device, self.stage = tcfg, device, tcfg.stage
         self.model = model  # the TextBoost module (never the DDP wrapper)
         self.optimizer, self.aux_optimizer, self.criterion = prepare_stage(
-            model, tcfg.stage, tcfg.lr, tcfg.aux_lr, tcfg.lmbda, tcfg.alpha, tcfg.gc_target
+            model, tcfg.stage, tcfg.lr, tcfg.aux_lr, tcfg.lmbda, tcfg.alpha, tcfg.gc_target,
+            tcfg.roi_weight,
         )
         factor = lambda s: lr_factor(s, total_steps, tcfg.warmup_steps, tcfg.lr_schedule)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
@@ -116,6 +117,7 @@ class Stepper:
             bf16=self.amp,
             cmap=inputs.get("cmap"),
             box=inputs.get("box"),
+            text=inputs.get("text"),
         )
         self.scheduler.step()
         return losses
@@ -301,9 +303,10 @@ def train_loop_per_worker(args: dict) -> None:
     spec = LoaderSpec(
         urls=args["urls"], batch_size=tcfg.batch_size, crop_size=tcfg.crop_size,
         seed=args["cfg"]["seed"], rank=rank, world_size=world,
-        num_workers=tcfg.loader_workers, with_mask=tcfg.stage == 2, pin_memory=tcfg.use_gpu,
-        with_colour=model.needs_colour, text_crop_prob=tcfg.text_crop_prob,
-        shuffle_buffer=tcfg.shuffle_buffer,
+        num_workers=tcfg.loader_workers, pin_memory=tcfg.use_gpu,
+        with_mask=tcfg.stage == 2 or model.kind == "roi",  # L_gc, or the ROI encoder input
+        with_colour=model.needs_colour, with_text=model.kind == "taco_style",
+        text_crop_prob=tcfg.text_crop_prob, shuffle_buffer=tcfg.shuffle_buffer,
     )  # fmt: skip
     validator = None
     if rank == 0 and tcfg.stage == 2 and tcfg.val_every > 0:
@@ -316,7 +319,8 @@ def train_loop_per_worker(args: dict) -> None:
 
         rd_validator = RDValidator(
             args["val_urls"], tcfg.val_crops, tcfg.crop_size, args["cfg"]["seed"],
-            tcfg.stage == 2, model.needs_colour, tcfg.text_crop_prob, device,
+            tcfg.stage == 2 or model.kind == "roi", model.needs_colour, tcfg.text_crop_prob,
+            device, model.kind == "taco_style",
         )  # fmt: skip
     mlog = None
     if rank == 0:

@@ -114,12 +114,19 @@ class Validator:
         return metrics
 
 
+def _row(value, i: int):
+    """Row ``i`` (as a batch of one) of a batch tensor or of a dict of them (word tokens)."""
+    if isinstance(value, dict):
+        return {k: v[i : i + 1] for k, v in value.items()}
+    return value[i : i + 1]
+
+
 class RDValidator:
     """Loss, bpp and PSNR of the current model on fixed val-shard crops (see the module doc)."""
 
     def __init__(
         self, urls: list[str], n_crops: int, crop_size: int, seed: int, with_mask: bool,
-        with_colour: bool, text_prob: float, device,
+        with_colour: bool, text_prob: float, device, with_text: bool = False,
     ):  # fmt: skip
         from pipeline.loader import collate, decode_sample, derive_seed, random_crop
 
@@ -129,7 +136,7 @@ class RDValidator:
             rng = random.Random(derive_seed(seed, "val", i))
             crops.append(
                 random_crop(image, guidance, words, crop_size, rng, with_mask, text_prob,
-                            with_colour)
+                            with_colour, with_text)
             )  # fmt: skip
         self.batch = collate(crops, 0, 0) if crops else None
         self.device = device
@@ -142,6 +149,7 @@ class RDValidator:
         mode it was in)."""
         from pipeline.loader import to_float
         from textboost.losses import GuidanceTargetLoss
+        from textboost.stages import unwrap
 
         if self.batch is None:
             return {}
@@ -152,10 +160,14 @@ class RDValidator:
         try:  # eval mode draws no random numbers; fork_rng makes sure training's stay the same
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 for i in range(len(self)):
-                    one = {k: v[i : i + 1] for k, v in inputs.items()}
+                    one = {k: _row(v, i) for k, v in inputs.items()}
                     x, g, mask = one["image"], one["guidance"], one["text_mask"]
                     cmap, box = one.get("cmap"), one.get("box")
-                    out = model(x, g, cmap, box) if cmap is not None else model(x, g)
+                    kind = unwrap(model).kind  # the baselines' encoder inputs
+                    enc = {"roi_mask": mask} if kind == "roi" else {}
+                    if "text" in one:
+                        enc["text"] = one["text"]
+                    out = model(x, g, cmap, box, **enc) if cmap is not None else model(x, g, **enc)
                     if isinstance(criterion, GuidanceTargetLoss):
                         losses = criterion(out, x, mask, {"guidance": g, "cmap": cmap, "box": box})
                     else:

@@ -169,6 +169,9 @@ def encode_image(
             f"{max_pixels} (pass a larger --max-pixels; decode it with the same limit)"
         )
     words = list(words)
+    enc = encoder_inputs(model, words, height, width)
+    if model.kind != "textboost":  # the baselines' encoders read the words: nothing is sent
+        words = []
     side_info = encode_side_info(words, (width, height), side_info_format)
     colour_block = b""
     if model.needs_colour and words:
@@ -180,12 +183,28 @@ def encode_image(
     x = image_to_tensor(image).to(_device(model))
     model.ensure_updated()  # outside inference_mode: CDF buffers stay ordinary tensors
     with torch.inference_mode(), _eval_mode(model):
-        out = model.compress(x)
+        out = model.compress(x, **enc)
     strings = [[bytes(s) for s in ss] for ss in out["strings"]]
     c = container.Container(
         model.identity(), width, height, out["padding"], side_info, strings, colour_block
     )
     return container.pack(c)
+
+
+def encoder_inputs(model: TextBoost, words: list[Word], height: int, width: int) -> dict:
+    """What a baseline's encoder takes besides the image, from the (filtered) words:
+    ``roi_mask`` (kind=roi: the filled word polygons, 1x1xHxW, as ``render_text_mask``
+    builds the training mask), ``text`` (kind=taco_style: the word tokens); TextBoost: {}."""
+    if model.encoder_input == "roi_mask":
+        from textboost.guidance import render_text_mask
+
+        mask = np.asarray(render_text_mask(words, height, width), dtype=np.float32)
+        return {"roi_mask": torch.from_numpy(mask)[None, None]}
+    if model.encoder_input == "text":
+        from textboost.text_adapter import tokens_for_image
+
+        return {"text": tokens_for_image(words, height, width)}
+    return {}
 
 
 def colour_maps(

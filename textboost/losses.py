@@ -46,18 +46,28 @@ def guidance_consistent_loss(x_hat: Tensor, target: Tensor, text_mask: Tensor) -
 
 
 class RateDistortionLoss(nn.Module):
-    """Stage 1 (paper Eq. 7): ``bpp + λ·255²·MSE``; ``gc_loss`` is reported, not optimised."""
+    """Stage 1 (paper Eq. 7): ``bpp + λ·255²·MSE``; ``gc_loss`` is reported, not optimised.
 
-    def __init__(self, lmbda: float = 0.0018):
+    ``roi_weight`` (the ROI baseline, paper 5.2.5): the distortion term is weighted inside
+    the text mask, ``mean(w ⊙ (x̂ - x)²)`` with ``w = 1 + (roi_weight - 1)·m``, so the rate
+    moves to the text; ``mse_loss`` still reports the plain MSE.
+    """
+
+    def __init__(self, lmbda: float = 0.0018, roi_weight: float = 1.0):
         super().__init__()
         self.lmbda = lmbda
+        self.roi_weight = roi_weight
 
     def forward(self, output: dict, target: Tensor, text_mask: Tensor | None = None) -> dict:
         n, _, h, w = target.shape
         bpp = bpp_from_likelihoods(output["likelihoods"], n * h * w)  # over original pixels
         mse = F.mse_loss(output["x_hat"], target)
+        distortion = mse
+        if self.roi_weight != 1.0 and text_mask is not None:
+            weight = 1.0 + (self.roi_weight - 1.0) * text_mask.to(target.dtype)
+            distortion = (weight * (output["x_hat"] - target) ** 2).mean()
         return {
-            "loss": bpp + self.lmbda * 255**2 * mse,
+            "loss": bpp + self.lmbda * 255**2 * distortion,
             "bpp_loss": bpp,
             "mse_loss": mse,
             "gc_loss": _report_gc(output, target, text_mask),
@@ -125,12 +135,13 @@ class GuidanceTargetLoss(GuidanceConsistentLoss):
 
 
 def build_loss(
-    stage: int, lmbda: float, alpha: float = 10.0, gc_target: str = "original"
-) -> nn.Module:
-    """The objective of ``stage`` (1: Eq. 7, 2: Eq. 8, or with ``gc_target="guidance"``
-    ``GuidanceTargetLoss``)."""
+    stage: int, lmbda: float, alpha: float = 10.0, gc_target: str = "original",
+    roi_weight: float = 1.0,
+) -> nn.Module:  # fmt: skip
+    """The objective of ``stage`` (1: Eq. 7, with ``roi_weight`` inside the text mask; 2:
+    Eq. 8, or with ``gc_target="guidance"`` ``GuidanceTargetLoss``)."""
     if stage == 1:
-        return RateDistortionLoss(lmbda)
+        return RateDistortionLoss(lmbda, roi_weight)
     if stage == 2 and gc_target == "guidance":
         return GuidanceTargetLoss(lmbda, alpha)
     if stage == 2:

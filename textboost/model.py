@@ -226,9 +226,10 @@ class TextBoost(CompressionModel):
             return x_pad
         if roi_mask is None:
             return torch.cat([x_pad, x_pad.new_zeros((x_pad.shape[0], 1, *x_pad.shape[2:]))], 1)
+        roi_mask = roi_mask.to(x_pad.device, x_pad.dtype)
         if any(padding):
             roi_mask = F.pad(roi_mask, padding, mode="constant")
-        return torch.cat([x_pad, roi_mask.to(x_pad.dtype)], 1)
+        return torch.cat([x_pad, roi_mask], 1)
 
     @contextlib.contextmanager
     def _text_context(self, text: dict | None, padding: Padding, size, padded) -> Iterator:

@@ -31,24 +31,53 @@ def unwrap(model: nn.Module) -> TextBoost:
 
 
 def with_fusion(model: TextBoost, model_cfg) -> TextBoost:
-    """``model`` with the fusion block that ``model_cfg`` names: the same object when its
-    fusion settings already match, else a new model with ``model``'s backbone (weights and
-    entropy tables) and a freshly initialised block. Only ``model.fusion*`` may differ."""
-    from textboost.config import FUSION_KEYS, to_dict
-    from textboost.model import build_model
+    """``model`` with the fusion block (or the kind) that ``model_cfg`` names: the same
+    object when its config already matches, else a new model with ``model``'s backbone
+    (weights and entropy tables) and a freshly initialised block. Only ``model.fusion*`` and
+    the kind may differ: a TextBoost checkpoint initialises a baseline (``model.kind`` roi or
+    taco_style) as exactly its backbone: the ROI encoder's mask channel starts at zero weights,
+    the TACO-style adapter with a zero output projection."""
+    from textboost.config import FUSION_KEYS, LATER_MODEL_KEYS, to_dict
+    from textboost.model import build_model, roi_conv_key
 
-    old, new = to_dict(unwrap(model).model_cfg), to_dict(model_cfg)
+    core = unwrap(model)
+    old, new = to_dict(core.model_cfg), to_dict(model_cfg)
     if old == new:
         return model
-    other = sorted(k for k in new if k not in FUSION_KEYS and old.get(k) != new[k])
+    free = set(FUSION_KEYS) | {"kind", "text_encoder", "clip_weights", "clip_arch", "text_dim"}
+    other = sorted(k for k in new if k not in free and old.get(k) != new[k])
     if other:
         diff = ", ".join(f"model.{k}: {old.get(k)!r} -> {new[k]!r}" for k in other)
         raise ValueError(
             f"training may only change the fusion block of a checkpoint, not the backbone "
             f"({diff}); set model.* to the checkpoint's values"
         )
+    old_kind, new_kind = old.get("kind", LATER_MODEL_KEYS["kind"]), new["kind"]
+    if old_kind != new_kind and old_kind != "textboost":
+        raise ValueError(
+            f"a model.kind={old_kind} checkpoint cannot become model.kind={new_kind}; start "
+            "from a TextBoost (backbone) checkpoint"
+        )
     out = build_model(model_cfg)
-    out.backbone.load_state_dict(unwrap(model).backbone.state_dict())
+    state = out.state_dict()
+    conv = roi_conv_key(model_cfg)
+    # the text adapter of a TACO-style checkpoint carries over when its settings are kept
+    text_kept = old_kind == new_kind and all(
+        old.get(k) == new[k] for k in ("text_encoder", "clip_weights", "clip_arch", "text_dim")
+    )
+    for key, value in core.state_dict().items():
+        if key.startswith("fusion_block."):
+            continue  # a fresh block (or none)
+        if key.startswith(("text_encoder.", "text_adapter.")) and not text_kept:
+            continue
+        if key not in state:
+            raise ValueError(f"checkpoint weight {key} has no place in the new model")
+        if key == conv and value.shape[1] == 3 and state[key].shape[1] == 4:
+            widened = torch.zeros_like(state[key])  # the mask channel starts silent
+            widened[:, :3] = value
+            value = widened
+        state[key] = value
+    out.load_state_dict(state)
     return out
 
 
@@ -82,16 +111,20 @@ def build_stage2_optimizer(model: nn.Module, lr: float = 1e-3) -> torch.optim.Op
 
 def prepare_stage(
     model: nn.Module, stage: int, lr: float, aux_lr: float, lmbda: float, alpha: float = 10.0,
-    gc_target: str = "original",
+    gc_target: str = "original", roi_weight: float = 4.0,
 ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None, nn.Module]:  # fmt: skip
     """``(optimizer, aux_optimizer or None, criterion)`` for ``stage`` (call before DDP wrap
-    for stage 2, so the wrapper only sees trainable fusion parameters)."""
+    for stage 2, so the wrapper only sees trainable fusion parameters). ``roi_weight``: the
+    stage-1 distortion weight inside the text mask of a ``kind=roi`` model (others: 1)."""
+    kind = unwrap(model).kind
+    if stage == 2 and kind != "textboost":
+        raise ValueError(f"model.kind={kind} has no fusion block: it is trained in stage 1 only")
     if gc_target == "guidance" and not unwrap(model).needs_colour:
         raise ValueError(
             "train.gc_target=guidance needs model.fusion=colour (the target is the colour "
             "guidance map)"
         )
-    criterion = build_loss(stage, lmbda, alpha, gc_target)
+    criterion = build_loss(stage, lmbda, alpha, gc_target, roi_weight if kind == "roi" else 1.0)
     if stage == 1:
         optimizer, aux_optimizer = build_stage1_optimizers(model, lr, aux_lr)
         return optimizer, aux_optimizer, criterion
@@ -110,19 +143,27 @@ def train_step(
     bf16: bool = False,
     cmap: Tensor | None = None,
     box: Tensor | None = None,
+    text: dict | None = None,
 ) -> dict[str, Tensor]:
     """One optimisation step; returns the detached loss tensors (plus ``aux_loss`` in stage 1).
 
     ``model`` may be a DDP wrapper. Main and aux losses go through one backward pass (their
     parameters are disjoint), so DDP sees a gradient for every parameter at every step.
     ``x``: Bx3xHxW, ``guidance``: Bx1xHxW in [0, 1], ``text_mask``: Bx1xHxW in {0, 1}.
+    Encoder inputs of the baselines: a ``kind=roi`` model gets ``text_mask`` as its
+    ``roi_mask``, a ``kind=taco_style`` model the crops' word tokens ``text``.
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
     if aux_optimizer is not None:
         aux_optimizer.zero_grad(set_to_none=True)
+    kind = unwrap(model).kind
+    enc = {"roi_mask": text_mask} if kind == "roi" else {"text": text} if text else {}
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = model(x, guidance, cmap, box) if cmap is not None else model(x, guidance)
+        if cmap is not None:
+            out = model(x, guidance, cmap, box, **enc)
+        else:
+            out = model(x, guidance, **enc)
     if bf16:
         out = {k: _to_float32(v) for k, v in out.items()}
     if isinstance(criterion, GuidanceTargetLoss):
