@@ -91,7 +91,8 @@ def _latest(cfg: TextBoostConfig, states: dict[str, dict], name: str) -> dict | 
 
 def results_table(summary: dict) -> str:
     """bpp, PSNR, MS-SSIM and DET / E2E F1 per model and method (means over the images)."""
-    labels = {"textboost": "TextBoost", "backbone": "Backbone", "overlay": "Overlay (no learning)"}
+    labels = {"textboost": "TextBoost", "roi": "ROI", "taco_style": "TACO-style, no CLIP"}
+    labels |= {"backbone": "Backbone", "overlay": "Overlay (no learning)"}
     labels |= {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
     labels |= {"avif_min": "AVIF (lowest quality)", "avif_half": "AVIF (half size)"}
     labels["original"] = "Original (F1 ceiling)"

@@ -24,9 +24,11 @@ from pipeline.stage_state import STATE_DIR, Stage, StageState, run_stage, sha256
 from textboost.config import (
     PIPELINE_STAGES,
     TextBoostConfig,
+    model_key,
     section_from_dict,
     to_dict,
     to_yaml,
+    train_key,
 )
 from textboost.errors import ConfigError
 
@@ -51,10 +53,23 @@ def stage_configs(cfg: TextBoostConfig) -> dict[str, TextBoostConfig]:
     """The config each stage runs with; every override list is checked before anything runs."""
     p = cfg.pipeline
     stage1 = derive(cfg, ["train.stage=1", *p.stage1], "pipeline.stage1")
-    stage2 = derive(cfg, ["train.stage=2", *p.stage2], "pipeline.stage2")
     evaluate = derive(cfg, list(p.evaluate), "pipeline.evaluate")
     from textboost.config import FUSION_KEYS
 
+    if cfg.model.kind != "textboost":  # a baseline model: stage 1 is its whole training
+        if "stage2" in p.stages:
+            raise ConfigError(
+                f"model.kind={cfg.model.kind} has no fusion block and no stage 2: leave stage2 "
+                "out of pipeline.stages (e.g. [data, shards, stage1, evaluate, register]); "
+                "the evaluation takes the stage-1 model"
+            )
+        if stage1.model != cfg.model:
+            raise ConfigError("pipeline.stage1 may not change model.*")
+        return {
+            "data": cfg, "shards": cfg, "stage1": stage1, "stage2": stage1,
+            "evaluate": evaluate, "register": cfg,
+        }  # fmt: skip
+    stage2 = derive(cfg, ["train.stage=2", *p.stage2], "pipeline.stage2")
     backbone = lambda c: {k: v for k, v in to_dict(c.model).items() if k not in FUSION_KEYS}  # noqa: E731
     if stage1.model != cfg.model or backbone(stage2) != backbone(cfg):
         raise ConfigError(
@@ -82,6 +97,12 @@ def ensure_ray(cfg: TextBoostConfig) -> None:
     url = start(cfg.ray, dashboard=True)
     if url:
         say(f"  Ray dashboard: http://{url}")
+
+
+def final_stage(cfg: TextBoostConfig) -> str:
+    """The training stage whose model is evaluated and registered: stage 2 (the fusion
+    block), or stage 1 for a baseline model (``model.kind`` roi / taco_style)."""
+    return "stage2" if cfg.model.kind == "textboost" else "stage1"
 
 
 def _data_key(cfg: TextBoostConfig, done: dict) -> dict:
@@ -136,7 +157,7 @@ def _shards_intact(outputs: dict) -> bool:
 
 
 def _train_key(cfg: TextBoostConfig, done: dict) -> dict:
-    train = to_dict(cfg.train)
+    train = train_key(cfg.train)
     for volatile in ("run_name", "init_checkpoint", "shards", "storage_path"):
         train.pop(volatile)
     # stage 2 starts from stage 1's checkpoint; a stage-1 fine-tune from its init checkpoint
@@ -145,7 +166,9 @@ def _train_key(cfg: TextBoostConfig, done: dict) -> dict:
         upstream = init_identity(cfg.train.init_checkpoint)
     return {
         "seed": cfg.seed,
-        "model": to_dict(cfg.model),
+        # the model keys added for the baselines only when set (stage keys of earlier runs
+        # stay the same); fusion_refine was always part of it
+        "model": {**model_key(cfg.model), "fusion_refine": cfg.model.fusion_refine},
         "train": train,
         "manifest_sha256": done["shards"]["manifest_sha256"],
         "init_checkpoint_sha256": upstream,
@@ -228,7 +251,7 @@ def _eval_key(cfg: TextBoostConfig, done: dict) -> dict:
         "data": to_dict(cfg.data),
         "source": done["data"]["eval"],
         "side_info_format": cfg.shards.side_info_format,
-        "checkpoint_sha256": done["stage2"]["checkpoint_sha256"],
+        "checkpoint_sha256": done[final_stage(cfg)]["checkpoint_sha256"],
         "mlflow": [cfg.mlflow.tracking_uri, cfg.mlflow.experiment],
     }
     if cfg.eval.dataset.kind == "shards":  # evaluated on the val shards the stage built
@@ -237,12 +260,12 @@ def _eval_key(cfg: TextBoostConfig, done: dict) -> dict:
 
 
 def _run_eval(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
-    """Real bitstreams of the stage-2 model against the backbone and JPEG (paper 5.1.3),
-    logged as an MLflow run; registration is the next stage."""
+    """Real bitstreams of the stage-2 model (a baseline model: stage 1) against the backbone
+    and JPEG (paper 5.1.3), logged as an MLflow run; registration is the next stage."""
     from pipeline.evaluation import run_evaluation
 
     run_cfg = copy.deepcopy(cfg)
-    run_cfg.eval.models = [done["stage2"]["checkpoint"]]
+    run_cfg.eval.models = [done[final_stage(cfg)]["checkpoint"]]
     run_cfg.eval.track, run_cfg.eval.register = True, False
     if cfg.eval.workers > 0:
         ensure_ray(cfg)
@@ -271,7 +294,7 @@ def _run_register(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     with mlflow.start_run(run_id=done["evaluate"]["run_id"]):
         (entry,) = registry.register_evaluated(cfg, done["evaluate"]["summary"])
     tags = {
-        f"{tracking.TAG}train_run_id": done["stage2"]["run_id"],
+        f"{tracking.TAG}train_run_id": done[final_stage(cfg)]["run_id"],
         f"{tracking.TAG}stage1_run_id": done["stage1"]["run_id"],
         f"{tracking.TAG}shards": done["shards"]["out"],
     }

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 LABELS = {
     "textboost": "TextBoost",
+    "roi": "ROI (text mask to the encoder)",
+    "taco_style": "TACO-style, no CLIP",
     "backbone": "Backbone (no fusion)",
     "overlay": "Overlay (side info, no learning)",
     "jpeg": "JPEG",
@@ -79,6 +81,12 @@ def compressai_results(means: list[dict], method: str, models: list[str]) -> dic
     }
     desc = {
         "textboost": "TextBoost: backbone + OCR-guided fusion block; bpp includes side info",
+        "roi": "ROI baseline (paper 5.2.5): the text mask of the sent words is a 4th encoder "
+        "input channel, stage 1 weights the distortion inside it; nothing is sent but the "
+        "backbone strings",
+        "taco_style": "TACO-style baseline: the sent words' tokens (a small char-level text "
+        "encoder, no CLIP) cross-attended in the encoder; the decoder never reads text; "
+        "nothing is sent but the backbone strings",
         "backbone": "same latent strings decoded without the fusion block (no side info)",
         "overlay": "same container: backbone output with each sent word's box filled with its "
         "background colour and the guidance glyphs drawn in its text colour (no learning)",
@@ -158,7 +166,7 @@ def crop_panel(sample: Sample, label: str, ctx: dict, rows: list[dict], side: in
     guide = Image.fromarray(guidance).convert("RGB")
     bpp = {r["method"]: r["bpp"] for r in rows}
     panels = [("Original", sample.image)]
-    for m in ("jpeg", "webp", "backbone", "textboost"):
+    for m in ("jpeg", "webp", "backbone", "textboost", "roi", "taco_style"):
         if m in ctx["recon"] and not (m == "webp" and "jpeg" in ctx["recon"]):
             panels.append((f"{LABELS[m]} {bpp[m]:.4f} bpp", ctx["recon"][m]))
     panels.append(("Guidance map", guide))

@@ -53,7 +53,9 @@ from textboost.config import SourceConfig, TextBoostConfig
 from textboost.errors import CheckpointError, TextBoostError
 from textboost.words import Word
 
-METHODS = ("textboost", "backbone", "overlay", "jpeg", "webp", "avif", "avif_min", "avif_half")
+# each model's own row: textboost, or a baseline model's kind (roi, taco_style)
+MODEL_METHODS = ("textboost", "roi", "taco_style")
+METHODS = (*MODEL_METHODS, "backbone", "overlay", "jpeg", "webp", "avif", "avif_min", "avif_half")
 ROWS_FILE = "rows.jsonl"
 ROWS_VERSION = 1
 ROWS_SYNC_S = 60.0  # remote eval.out: upload rows.jsonl at most this often while running
@@ -242,13 +244,14 @@ def evaluate_sample(
     data = encode_image(model, sample.image, sample.side_words, fmt)
     t1 = time.perf_counter()
     decoded = decode_full(model, data)
-    recon = {"textboost": decoded.image}
+    own = model.method  # textboost, or a baseline model (roi, taco_style): its own row
+    recon = {own: decoded.image}
     ctx["timing"] = {"encode_s": t1 - t0, "decode_s": time.perf_counter() - t1}
     d = container.describe(data)
-    rates = [
-        _rate("textboost", d["bpp_total"], d["bpp_image"], d["bpp_side_info"], d["bpp_overhead"])
-    ]
-    if "backbone" in cfg.eval.baselines:
+    rates = [_rate(own, d["bpp_total"], d["bpp_image"], d["bpp_side_info"], d["bpp_overhead"])]
+    # a baseline model's container holds the backbone strings only: its decoding *is* the
+    # backbone row, so no backbone / overlay pair for it
+    if "backbone" in cfg.eval.baselines and own == "textboost":
         b = container.describe(baselines.backbone_container(data, fmt))
         recon["backbone"] = decoded.base
         rates.append(
@@ -477,7 +480,8 @@ def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | N
         label = model_label(i, meta, uri)
         labels.append(label)
         keep = ("model_identity", "stage", "manifest_sha256", "run_config")
-        model_meta[label] = {"uri": uri, **{k: meta.get(k) for k in keep}}
+        method = (meta.get("model_config") or {}).get("kind", "textboost")
+        model_meta[label] = {"uri": uri, "method": method, **{k: meta.get(k) for k in keep}}
         models.append((uri, label, str(meta.get("model_identity"))))
     config_key = _config_key(cfg, with_lpips)
     store = RowStore(os.path.join(out_dir, ROWS_FILE), sync)
@@ -566,7 +570,12 @@ def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | N
             crop = store.lines[seen[i][2][m]]["crop"]
             crops.append((crop["name"], base64.b64decode(crop["png"])))
     means = aggregate(rows)
-    methods = [m for m in METHODS if m == "textboost" or m in cfg.eval.baselines]
+    own = {meta["method"] for meta in model_meta.values()}
+    textboost = "textboost" in own  # backbone / overlay rows: TextBoost models only
+    methods = [
+        m for m in METHODS
+        if m in own or (m in cfg.eval.baselines and (textboost or m not in ("backbone", "overlay")))
+    ]  # fmt: skip
     write_outputs(out_dir, rows, means, labels, methods, crops, timings, rejects)
     elapsed = time.perf_counter() - t_start
     summary = {

@@ -134,7 +134,8 @@ def list_versions(mlflow_cfg: MlflowConfig) -> list[dict]:
 def version_tags(summary: dict, label: str, run_id: str) -> dict:
     """Registry tags of one evaluated model: its TextBoost metrics and its lineage."""
     meta = summary["model_meta"][label]
-    point = next(m for m in summary["means"] if m["model"] == label and m["method"] == "textboost")
+    own = meta.get("method", "textboost")  # the model's own row (textboost, roi, taco_style)
+    point = next(m for m in summary["means"] if m["model"] == label and m["method"] == own)
     tags = {
         f"{TAG}metric.{k}": v
         for k, v in point.items()
