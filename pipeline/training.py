@@ -92,7 +92,13 @@ class Stepper:
         self.tcfg, self.device, self.stage = tcfg, device, tcfg.stage
         self.model = model  # the TextBoost module (never the DDP wrapper)
         self.optimizer, self.aux_optimizer, self.criterion = prepare_stage(
-            model, tcfg.stage, tcfg.lr, tcfg.aux_lr, tcfg.lmbda, tcfg.alpha, tcfg.gc_target,
+            model,
+            tcfg.stage,
+            tcfg.lr,
+            tcfg.aux_lr,
+            tcfg.lmbda,
+            tcfg.alpha,
+            tcfg.gc_target,
             tcfg.roi_weight,
         )
         factor = lambda s: lr_factor(s, total_steps, tcfg.warmup_steps, tcfg.lr_schedule)  # noqa: E731

@@ -108,9 +108,7 @@ def _widen_first_conv(g_a: nn.Sequential, channels: int) -> None:
 def adapter_site(g_a: nn.Sequential) -> tuple[int, int]:
     """``(index, channels)``: the layer of ``g_a`` after which the TACO-style adapter sits,
     the last one before the third stride-2 conv (1/4 resolution), and its channels."""
-    convs = [
-        i for i, m in enumerate(g_a) if isinstance(m, nn.Conv2d) and tuple(m.stride) == (2, 2)
-    ]
+    convs = [i for i, m in enumerate(g_a) if isinstance(m, nn.Conv2d) and tuple(m.stride) == (2, 2)]
     if len(convs) < 3:
         raise TypeError("the encoder has fewer than 3 stride-2 convs: no adapter site")
     return convs[2] - 1, g_a[convs[2]].in_channels
@@ -284,9 +282,7 @@ class TextBoost(CompressionModel):
         x_hat = self.fuse(x_base, guidance, cmap, box)  # Bx3xHxW
         return {"x_hat": x_hat, "x_base": x_base, "likelihoods": out["likelihoods"]}
 
-    def compress(
-        self, x: Tensor, roi_mask: Tensor | None = None, text: dict | None = None
-    ) -> dict:
+    def compress(self, x: Tensor, roi_mask: Tensor | None = None, text: dict | None = None) -> dict:
         """Entropy-code ``x`` (Bx3xHxW); the guidance map is not needed to encode. The
         baselines' encoders also take ``roi_mask`` / ``text`` (as ``forward``)."""
         x_pad, padding = pad(x)
