@@ -262,3 +262,15 @@ def test_pipeline_refuses_stage2_for_a_baseline_and_evaluates_stage1():
         assert c.train.init_checkpoint == "zoo:hp-low" and c.model.kind in ("roi", "taco_style")
         assert c.mlflow.registered_model == f"textboost-zoo-{name}"
         stage_configs(c)
+
+
+def test_textboost_models_keep_their_identity():
+    """The new model keys are hashed only when set: every shipped zoo model (made before
+    them) still loads with the identity of its card."""
+    from textboost import zoo
+    from textboost.checkpoint import load_checkpoint
+
+    for name in zoo.names():
+        model, _ = load_checkpoint(f"zoo:{name}")
+        assert model.kind == "textboost"
+        assert model.identity() == zoo.card(name)["model_identity"]
