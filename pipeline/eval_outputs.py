@@ -169,7 +169,14 @@ def crop_panel(sample: Sample, label: str, ctx: dict, rows: list[dict], side: in
     for m in ("jpeg", "webp", "backbone", "textboost", "roi", "taco_style"):
         if m in ctx["recon"] and not (m == "webp" and "jpeg" in ctx["recon"]):
             panels.append((f"{LABELS[m]} {bpp[m]:.4f} bpp", ctx["recon"][m]))
-    panels.append(("Guidance map", guide))
+    if "textboost" in ctx["recon"]:
+        panels.append(("Guidance map", guide))
+    else:  # a baseline model: nothing is sent; its encoder read the words' mask or tokens
+        from textboost.guidance import render_text_mask
+
+        w, h = sample.image.size
+        mask = render_text_mask(sample.side_words, h, w) * 255
+        panels.append(("Words (encoder only)", Image.fromarray(mask).convert("RGB")))
     cw, ch, strip = box[2] - box[0], box[3] - box[1], 14
     sheet = Image.new("RGB", (len(panels) * (cw + 4), ch + strip), (255, 255, 255))
     draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
