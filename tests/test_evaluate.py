@@ -190,3 +190,42 @@ def test_colour_model_gets_an_overlay_row_at_the_same_bits(data):
         assert ov["bpp"] == tb["bpp"] and float(tb["bpp"]) > float(bb["bpp"])
         assert float(tb["bpp_side_info"]) > 0
         assert ov["psnr"] != bb["psnr"] and ov["psnr"] != tb["psnr"]
+
+
+def test_baseline_models_get_their_own_row_at_the_image_bits(data, twice):
+    """ROI and TACO-style models: one row each (``roi``, ``taco_style``), no backbone/overlay
+    pair, bpp from the real container, which holds no side info (the words stay at the
+    encoder), and image metrics and F1 like every method."""
+    from pipeline.evaluation import run_evaluation
+    from textboost.checkpoint import load_checkpoint, save_checkpoint
+    from textboost.config import ModelConfig
+    from textboost.stages import with_fusion
+
+    init, _ = load_checkpoint(data["root"] / "model.pt")
+    uris = []
+    for kind in ("roi", "taco_style"):
+        mc = ModelConfig(backbone="hyperprior", N=16, M=24, kind=kind)
+        save_checkpoint(data["root"] / f"{kind}.pt", with_fusion(init, mc), mc)
+        uris.append(str(data["root"] / f"{kind}.pt"))
+    out = data["root"] / "out_baselines"
+    summary = run_evaluation(
+        _cfg(data, str(out), f"eval.models=[{','.join(uris)}]", "eval.baselines=[backbone,jpeg]")
+    )
+    assert summary["methods"] == ["roi", "taco_style", "jpeg"]
+    rows = [r for r in _rows(out / "per_image.csv") if r["method"] != "original"]
+    assert {(r["model"], r["method"]) for r in rows} == {
+        ("m0", "roi"), ("m0", "jpeg"), ("m1", "taco_style"), ("m1", "jpeg")
+    }  # fmt: skip
+    by = {(r["key"], r["method"]): r for r in rows}
+    tb_rows = _rows(data["root"] / "out_a" / "per_image.csv")  # the ``twice`` evaluation
+    backbone = {r["key"]: r for r in tb_rows if r["method"] == "backbone"}
+    for key in {r["key"] for r in rows}:
+        roi, taco = by[(key, "roi")], by[(key, "taco_style")]
+        for r in (roi, taco):
+            bits = float(r["bpp_image"]) + float(r["bpp_side_info"]) + float(r["bpp_overhead"])
+            assert float(r["bpp"]) == pytest.approx(bits)
+            assert r["psnr"] and r["ms_ssim"] and r["det_f1"] != ""
+        # the empty side-info block only, as the backbone row of a TextBoost model: no words
+        assert roi["bpp_side_info"] == taco["bpp_side_info"] == backbone[key]["bpp_side_info"]
+    labels = json.loads((out / "results" / "taco_style.json").read_text())["name"]
+    assert labels == "TACO-style, no CLIP"
