@@ -222,6 +222,7 @@ def test_config_validation_of_the_new_keys():
         (["model.kind=taco_style", "model.text_encoder=clip"], "model.clip_weights"),
         (["model.text_encoder=clip", "model.clip_weights=/x.pt"], "model.kind=taco_style"),
         (["model.kind=roi", "model.fusion=colour"], "no fusion block"),
+        (["model.kind=roi", "model.backbone=tcm", "model.M=320"], "supports backbone=hyperprior"),
         (["model.kind=roi", "train.stage=2"], "stage 1 only"),
         (["train.roi_weight=0"], "train.roi_weight"),
         (["model.kind=taco_style", "model.text_dim=10"], "model.text_dim"),

@@ -216,6 +216,11 @@ class ModelConfig:
                 "model.text_encoder=clip needs model.clip_weights (a local open_clip weights "
                 "file: CLIP is not downloaded)"
             )
+        if self.kind != "textboost" and self.backbone not in ("hyperprior", "elic"):
+            raise ConfigError(
+                f"model.kind={self.kind} supports backbone=hyperprior or backbone=elic (its "
+                f"encoder input / adapter site), not backbone={self.backbone}"
+            )
         if self.kind != "textboost" and (self.fusion != "paper" or self.fusion_refine):
             raise ConfigError(
                 f"model.kind={self.kind} has no fusion block; leave model.fusion / "
