@@ -22,6 +22,7 @@ from pathlib import Path
 from pipeline.console import say
 from pipeline.stage_state import STATE_DIR, Stage, StageState, run_stage, sha256_url
 from textboost.config import (
+    BASELINE_MODEL_KEYS,
     PIPELINE_STAGES,
     TextBoostConfig,
     model_key,
@@ -166,9 +167,8 @@ def _train_key(cfg: TextBoostConfig, done: dict) -> dict:
         upstream = init_identity(cfg.train.init_checkpoint)
     return {
         "seed": cfg.seed,
-        # the model keys added for the baselines only when set (stage keys of earlier runs
-        # stay the same); fusion_refine was always part of it
-        "model": {**model_key(cfg.model), "fusion_refine": cfg.model.fusion_refine},
+        # the model keys of the comparison models only when set: earlier runs keep their keys
+        "model": model_key(cfg.model, BASELINE_MODEL_KEYS),
         "train": train,
         "manifest_sha256": done["shards"]["manifest_sha256"],
         "init_checkpoint_sha256": upstream,

@@ -39,10 +39,11 @@ MODEL_KINDS = ("textboost", "roi", "taco_style")
 TEXT_ENCODERS = ("small", "clip")
 # Model keys added after models were shipped: hashed (model identity, pipeline stage keys)
 # only when they differ from these defaults, so earlier models keep their identity.
-LATER_MODEL_KEYS = {
-    "fusion_refine": 0, "kind": "textboost", "text_encoder": "small", "clip_weights": "",
-    "clip_arch": "ViT-B-32", "text_dim": 64, **TCM_DEFAULTS,
+BASELINE_MODEL_KEYS = {
+    "kind": "textboost", "text_encoder": "small", "clip_weights": "", "clip_arch": "ViT-B-32",
+    "text_dim": 64,
 }  # fmt: skip
+LATER_MODEL_KEYS = {"fusion_refine": 0, **TCM_DEFAULTS, **BASELINE_MODEL_KEYS}
 MAX_IMAGE_SIDE = 1 << 15  # as textboost.container.MAX_SIDE
 MAX_SYNTH_WORDS = 4096
 MAX_CHANNELS = 4096
@@ -607,12 +608,12 @@ def section_from_dict(cls: type, data: dict) -> Any:
         raise _explain(exc, OmegaConf.structured(cls), cls.__name__) from None
 
 
-def model_key(model_cfg: Any) -> dict:
-    """``to_dict(model_cfg)`` without the keys of ``LATER_MODEL_KEYS`` that hold their
-    default: what identifies a model (``TextBoost.identity``, pipeline stage keys), so models
-    made before those keys existed keep their identity."""
+def model_key(model_cfg: Any, later: dict | None = None) -> dict:
+    """``to_dict(model_cfg)`` without the keys of ``later`` (default ``LATER_MODEL_KEYS``)
+    that hold their default: what identifies a model (``TextBoost.identity``; pipeline stage
+    keys use ``BASELINE_MODEL_KEYS``), so models made before those keys keep their identity."""
     out = to_dict(model_cfg)
-    for key, default in LATER_MODEL_KEYS.items():
+    for key, default in (LATER_MODEL_KEYS if later is None else later).items():
         if key in out and out[key] == default:
             del out[key]
     return out
