@@ -612,7 +612,13 @@ def model_key(model_cfg: Any, later: dict | None = None) -> dict:
     """``to_dict(model_cfg)`` without the keys of ``later`` (default ``LATER_MODEL_KEYS``)
     that hold their default: what identifies a model (``TextBoost.identity``; pipeline stage
     keys use ``BASELINE_MODEL_KEYS``), so models made before those keys keep their identity."""
-    out = to_dict(model_cfg)
+    return drop_later_defaults(to_dict(model_cfg), later)
+
+
+def drop_later_defaults(model_dict: dict, later: dict | None = None) -> dict:
+    """``model_dict`` (a model config as a dict) without the keys of ``later`` (default
+    ``LATER_MODEL_KEYS``) that hold their default."""
+    out = dict(model_dict)
     for key, default in (LATER_MODEL_KEYS if later is None else later).items():
         if key in out and out[key] == default:
             del out[key]
