@@ -267,29 +267,19 @@ def _list(services: Services, what: str, **filters: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def job_config(services: Services) -> Path:
+def job_config(services: Services, tiny_yaml) -> Path:
     workdir = services.root / "work"
     path = services.root / "cluster.yaml"
     path.write_text(
-        f"""\
-workdir: {workdir}
-data:
-  synth: {{images: 8, min_side: 64, max_side: 128, words_min: 2, words_max: 4}}
-shards: {{samples_per_shard: 2, progress: false, max_in_flight: 4}}
-model: {{backbone: hyperprior, N: 8, M: 8}}
-train:
-  epochs: 1
-  steps_per_epoch: 4
-  batch_size: 2
-  crop_size: 64
-  num_workers: 2
-  loader_workers: 0
-  checkpoint_every: 2
+        tiny_yaml(
+            workdir, images=8, shards="samples_per_shard: 2, max_in_flight: 4", num_workers=2,
+            tail=f"""\
   log_every: 1  # a train.loss row per step (asserted below)
   run_name: cluster-stage1
 mlflow: {{tracking_uri: "{services.mlflow}", experiment: cluster}}
-"""
-    )
+""",
+        )
+    )  # fmt: skip
     return path
 
 

@@ -51,18 +51,10 @@ def make_scene(width: int = 96, height: int = 64, size: int = 12, seed: int = 0)
     return image, words
 
 
-def _trained_like(model, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    w = model.fusion_block.project.weight
-    with torch.no_grad():
-        w.copy_(torch.randn(w.shape, generator=gen) * 0.1)
-    return model
-
-
 @pytest.fixture(scope="module")
-def model():
+def model(trained_like):
     torch.manual_seed(0)
-    return _trained_like(build_model(TINY)).eval()
+    return trained_like(build_model(TINY)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +96,9 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("cfg", [TINY, TINY_ELIC], ids=["hyperprior", "elic"])
-def test_round_trip_is_deterministic_and_matches_forward(cfg, scene):
+def test_round_trip_is_deterministic_and_matches_forward(cfg, scene, trained_like):
     torch.manual_seed(1)
-    net = _trained_like(build_model(cfg)).eval()
+    net = trained_like(build_model(cfg)).eval()
     image, words = scene
     data = encode_image(net, image, words)
     assert encode_image(net, image, words) == data  # same inputs => same bytes

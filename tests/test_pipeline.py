@@ -28,31 +28,21 @@ torch.set_num_threads(1)
 STAGES = ["data", "shards", "stage1", "stage2", "evaluate", "register"]
 
 
-def tiny_config(workdir: Path) -> Path:
+def tiny_config(workdir: Path, tiny_yaml) -> Path:
     path = workdir / "tiny.yaml"
     path.write_text(
-        f"""\
-workdir: {workdir}
-data:
-  synth: {{images: 6, min_side: 64, max_side: 128, words_min: 2, words_max: 4}}
-shards: {{samples_per_shard: 3, progress: false}}
-model: {{backbone: hyperprior, N: 8, M: 8}}
-train:
-  epochs: 1
-  steps_per_epoch: 4
-  batch_size: 2
-  crop_size: 64
-  num_workers: 1
-  loader_workers: 0
-  checkpoint_every: 2
+        tiny_yaml(
+            workdir, images=6, shards="samples_per_shard: 3", num_workers=1,
+            tail="""\
   lr: 1.0e-3
-eval: {{limit: 2, baselines: [jpeg, backbone], lpips: false, crops: 1}}
-mlflow: {{experiment: tiny, registered_model: tiny-codec, bpp_budget: 10.0}}
+eval: {limit: 2, baselines: [jpeg, backbone], lpips: false, crops: 1}
+mlflow: {experiment: tiny, registered_model: tiny-codec, bpp_budget: 10.0}
 pipeline:
   stage1: [train.max_failures=0]
   stage2: [train.lr=1e-3, train.steps_per_epoch=2]
-"""
-    )
+""",
+        )
+    )  # fmt: skip
     return path
 
 
@@ -72,10 +62,10 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def run(ray_session, tmp_path_factory) -> dict:
+def run(ray_session, tmp_path_factory, tiny_yaml) -> dict:
     """Crash in stage 1, then the same command again: it resumes and finishes."""
     workdir = tmp_path_factory.mktemp("pipeline")
-    config = tiny_config(workdir)
+    config = tiny_config(workdir, tiny_yaml)
     with pytest.MonkeyPatch.context() as mp, pytest.raises(Exception, match="injected fault"):
         mp.setenv(faults.TRAIN_STEP, "3")  # rank 0 of stage 1 raises before step 3
         pipeline.main([str(config)])
@@ -209,8 +199,8 @@ def test_lineage_traces_version_to_shards_and_rebuilds_them(run: dict, capsys) -
     assert "train-000001.tar" in capsys.readouterr().err
 
 
-def test_stage_overrides_are_checked_before_anything_runs(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path)
+def test_stage_overrides_are_checked_before_anything_runs(tmp_path: Path, tiny_yaml) -> None:
+    config = tiny_config(tmp_path, tiny_yaml)
     with pytest.raises(ConfigError, match=r"pipeline\.stage2.*train\.lrr"):
         pipeline.main([str(config), "pipeline.stage2=[train.lrr=1]"])
     with pytest.raises(ConfigError, match="may not change model"):
@@ -220,8 +210,8 @@ def test_stage_overrides_are_checked_before_anything_runs(tmp_path: Path) -> Non
     assert not (tmp_path / "pipeline" / "data.json").exists()
 
 
-def test_a_stage_without_its_inputs_says_which_stage_to_add(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path)
+def test_a_stage_without_its_inputs_says_which_stage_to_add(tmp_path: Path, tiny_yaml) -> None:
+    config = tiny_config(tmp_path, tiny_yaml)
     with pytest.raises(ConfigError, match="needs the outputs of stage"):
         pipeline.main([str(config), "pipeline.stages=[stage2]"])
 

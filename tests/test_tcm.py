@@ -29,14 +29,6 @@ torch.set_num_threads(1)
 TINY_TCM = ModelConfig(backbone="tcm", N=16, M=40, tcm_slices=5, tcm_window=4)
 
 
-def _trained_like(model, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    w = model.fusion_block.project.weight
-    with torch.no_grad():
-        w.copy_(torch.randn(w.shape, generator=gen) * 0.1)
-    return model
-
-
 def _scene(width: int = 96, height: int = 70):
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -48,9 +40,9 @@ def _scene(width: int = 96, height: int = 70):
 
 
 @pytest.fixture(scope="module")
-def net():
+def net(trained_like):
     torch.manual_seed(0)
-    model = _trained_like(build_model(TINY_TCM)).eval()
+    model = trained_like(build_model(TINY_TCM)).eval()
     with torch.no_grad():  # latents spread over many quantisation bins, as after training
         model.backbone.g_a[-1].weight.mul_(40)
     return model
