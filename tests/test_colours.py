@@ -158,14 +158,13 @@ def test_refine_path_post_filters_the_whole_image_and_trains_in_stage2():
     import hashlib
     import json
 
-    from textboost.config import to_dict
+    from textboost.config import LATER_MODEL_KEYS, to_dict
     from textboost.errors import ConfigError
-    from textboost.model import LATER_KEYS
 
     torch.manual_seed(0)
     plain = build_model(ModelConfig(backbone="hyperprior", N=8, M=8, fusion="colour"))
     # the identity as computed before the key existed (config dict without it + parameters)
-    before = {k: v for k, v in to_dict(plain.model_cfg).items() if k not in LATER_KEYS}
+    before = {k: v for k, v in to_dict(plain.model_cfg).items() if k not in LATER_MODEL_KEYS}
     h = hashlib.sha256(json.dumps(before, sort_keys=True).encode())
     for name, p in sorted(plain.named_parameters()):
         t = p.detach().contiguous()

@@ -249,17 +249,17 @@ def test_tcm_keys_need_the_tcm_backbone():
 
 def test_default_tcm_keys_are_not_hashed_into_identities(monkeypatch):
     """Models from before the TCM keys (the shipped zoo) keep their identity."""
-    from textboost import model as model_mod
+    from textboost import config as config_mod
 
     torch.manual_seed(0)
     net = build_model(ModelConfig(backbone="hyperprior", N=8, M=8))
     now = net.identity()
-    old_to_dict = model_mod.to_dict
+    old_to_dict = config_mod.to_dict  # what identity hashes, through config.model_key
 
     def without_tcm_keys(cfg):
         return {k: v for k, v in old_to_dict(cfg).items() if not k.startswith("tcm_")}
 
-    monkeypatch.setattr(model_mod, "to_dict", without_tcm_keys)
+    monkeypatch.setattr(config_mod, "to_dict", without_tcm_keys)
     net._identity_cache = None
     assert net.identity() == now
 

@@ -32,16 +32,11 @@ import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from textboost.config import LATER_MODEL_KEYS, ModelConfig, to_dict
+from textboost.config import ModelConfig, model_key
 from textboost.fusion import ColourFusionBlock, FusionBlock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-# model.* keys added after models shipped, with their defaults (the refinement path, the TCM
-# backbone's, the comparison models'): hashed into ``identity`` only when set otherwise, so
-# every earlier model (zoo cards, containers) keeps its identity
-LATER_KEYS = LATER_MODEL_KEYS
 
 PAD_MULTIPLE = 64
 
@@ -390,11 +385,8 @@ class TextBoost(CompressionModel):
         if self._identity_cache is not None and self._identity_cache[0] == key:
             return self._identity_cache[1]
         h = hashlib.sha256()
-        cfg = to_dict(self.model_cfg)
-        for key, default in LATER_KEYS.items():  # hashed only when set, so models trained
-            if cfg.get(key) == default:  # before a key existed keep their identity
-                cfg.pop(key, None)
-        h.update(json.dumps(cfg, sort_keys=True).encode())
+        # keys added after models shipped are hashed only when set (config.LATER_MODEL_KEYS)
+        h.update(json.dumps(model_key(self.model_cfg), sort_keys=True).encode())
         for name, p in sorted(self.named_parameters()):
             t = p.detach().cpu().contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
