@@ -7,8 +7,11 @@ and AVIF at the same bits, AVIF at its lowest quality and AVIF of the 2x-downsca
 Prints the results table and, per model, the issue's targets: TextBoost over its backbone
 (DET and E2E F1 ratios, PSNR difference), over the overlay, and E2E F1 against AVIF's floor
 and the originals. Each zoo model is evaluated at the side-info threshold its card was measured
-at (``t_test``), one evaluation per threshold. Logged to MLflow (sqlite under ``--workdir``);
-outputs (per-image CSV, RD curves, crops) under ``<workdir>/eval-t<T>``.
+at (``t_test``); a checkpoint or registered model (``--models``: the comparison models ROI,
+TACO-style, TextBoost-TCM) at its training config's ``eval.t_test``: one evaluation
+(``eval.model_t_test``), one table, one set of RD curves (a curve per backbone family). Logged
+to MLflow (sqlite under ``--workdir``); outputs (per-image CSV, RD curves, crops) under
+``<workdir>/eval``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ def targets_table(summary: dict) -> str:
         f"{'model':<18}{'bpp':>8}{'DET/bb':>8}{'E2E/bb':>8}{'dPSNR bb':>9}"
         f"{'E2E/ovl':>8}{'dPSNR ovl':>10}{'E2E/avif_min':>13}{'E2E/orig':>9}",
     ]
+    kinds = {k: v.get("method", "textboost") for k, v in (summary.get("model_meta") or {}).items()}
     for model in summary["models"]:
+        if kinds.get(model, "textboost") != "textboost":
+            continue  # ROI / TACO-style: their own rows in the results table
         tb = means.get((model, "textboost"), {})
         bb = means.get((model, "backbone"), {})
         ov = means.get((model, "overlay"), {})
@@ -52,6 +58,20 @@ def targets_table(summary: dict) -> str:
             f"{_ratio(tb.get('e2e_f1'), orig.get('e2e_f1')):>9}"
         )
     return "\n".join(lines)
+
+
+def model_threshold(uri: str) -> float:
+    """The side-info threshold a model is compared at: a zoo card's ``t_test``, else the
+    ``eval.t_test`` of the config it was trained with (0: the comparison's default)."""
+    from textboost import zoo
+    from textboost.checkpoint import load_checkpoint
+
+    card = zoo.operating_threshold(uri)
+    if card:
+        return card
+    _, meta = load_checkpoint(uri)
+    value = ((meta.get("run_config") or {}).get("eval") or {}).get("t_test")
+    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,24 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         print("error: the zoo is empty: nothing to compare", file=sys.stderr)
         return 2
-    groups: dict[float, list[str]] = {}  # each model at the threshold its card was measured at
-    for uri in models:
-        groups.setdefault(zoo.operating_threshold(uri) or 0.0, []).append(uri)
-    for t_test, uris in sorted(groups.items()):
+    try:
+        thresholds = [model_threshold(uri) for uri in models]
         overrides = [f"workdir={args.workdir}", f"eval.limit={args.limit}", *args.overrides]
-        overrides += ["eval.models=[" + ",".join(uris) + "]"]
-        if t_test:
-            overrides += [f"eval.t_test={t_test:g}", f"eval.out={args.workdir}/eval-t{t_test:g}"]
-        try:
-            cfg = load_config(CONFIG, overrides)
-            summary = run_evaluation(cfg)
-        except TextBoostError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"\nside-info threshold T = {t_test or cfg.data.filter.t_test:g}: {', '.join(uris)}")
-        print(results_table(summary))
-        print(targets_table(summary))
-        print(f"\noutputs: {summary['out']} (per_image.csv, summary.csv, rd_curves.png, crops/)")
+        overrides += ["eval.models=[" + ",".join(models) + "]"]
+        overrides += ["eval.model_t_test=[" + ",".join(f"{t:g}" for t in thresholds) + "]"]
+        cfg = load_config(CONFIG, overrides)
+        summary = run_evaluation(cfg)
+    except TextBoostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\nside-info threshold T per model (its card's, else its training config's eval.t_test):")
+    for label in summary["models"]:
+        meta = summary["model_meta"][label]
+        print(f"  {label:<20} T = {meta['t_test']:g}  {meta['uri']}")
+    print(results_table(summary))
+    print(targets_table(summary))
+    print(f"\noutputs: {summary['out']} (per_image.csv, summary.csv, rd_curves.png, crops/)")
     return 0
 
 

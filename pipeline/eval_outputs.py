@@ -197,8 +197,30 @@ def save_crops(crops: list[tuple], folder: str) -> None:
             sheet.save(os.path.join(folder, name), format="PNG")
 
 
-def rd_plot(means: list[dict], models: list[str], methods: list[str], path: str) -> None:
-    """PSNR, MS-SSIM, DET F1 and E2E F1 against bpp, one curve per method (matplotlib Agg)."""
+def curves(
+    models: list[str], methods: list[str], families: dict[str, str] | None = None
+) -> list[tuple[str, str, list[str]]]:
+    """The RD curves to draw: (method, legend label, models on it). One curve per method; with
+    models of several backbone ``families`` (model label -> backbone, e.g. hyperprior / tcm),
+    the model's own rows, its backbone and overlay get one curve per family."""
+    families = families or {}
+    kinds = sorted({families.get(m, "") for m in models})
+    out = []
+    for method in methods:
+        if method in ("textboost", "backbone", "overlay") and len(kinds) > 1:
+            for kind in kinds:
+                on = [m for m in models if families.get(m, "") == kind]
+                out.append((method, f"{LABELS[method]} ({kind or 'other'})", on))
+        else:
+            out.append((method, LABELS[method], list(models)))
+    return out
+
+
+def rd_plot(
+    means: list[dict], models: list[str], methods: list[str], path: str,
+    families: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    """PSNR, MS-SSIM, DET F1 and E2E F1 against bpp (matplotlib Agg), the ``curves``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,13 +235,11 @@ def rd_plot(means: list[dict], models: list[str], methods: list[str], path: str)
     fig, axes = plt.subplots(2, 2, figsize=(10, 8))
     original = next((m for m in means if m["method"] == "original"), None)
     for ax, (key, title) in zip(axes.flat, panels):
-        for method in methods:
-            pts = [
-                m for mod in models for m in means if m["model"] == mod and m["method"] == method
-            ]
+        for method, label, on in curves(models, methods, families):
+            pts = [m for mod in on for m in means if m["model"] == mod and m["method"] == method]
             pts = [p for p in pts if p.get(key) is not None and p.get("bpp") is not None]
             pts.sort(key=lambda p: p["bpp"])
-            ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], "o-", label=LABELS[method])
+            ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], "o-", label=label)
         if original is not None and original.get(key) is not None and key.endswith("f1"):
             ax.axhline(original[key], ls="--", c="gray", label="Original images")
         ax.set_xlabel("bpp")
@@ -232,7 +252,9 @@ def rd_plot(means: list[dict], models: list[str], methods: list[str], path: str)
     plt.close(fig)
 
 
-def write_outputs(out_dir: str, rows, means, labels, methods, crops, timings, rejects) -> None:
+def write_outputs(
+    out_dir: str, rows, means, labels, methods, crops, timings, rejects, families=None
+) -> None:
     os.makedirs(os.path.join(out_dir, "results"), exist_ok=True)
     write_csv(os.path.join(out_dir, "per_image.csv"), rows, COLUMNS)
     summary_cols = ["model", "method", "images", *MEAN_KEYS, "n_gt", "n_det", "det_tp", "e2e_tp"]
@@ -242,7 +264,7 @@ def write_outputs(out_dir: str, rows, means, labels, methods, crops, timings, re
         write_json(
             os.path.join(out_dir, "results", f"{m}.json"), compressai_results(means, m, labels)
         )
-    rd_plot(means, labels, methods, os.path.join(out_dir, "rd_curves.png"))
+    rd_plot(means, labels, methods, os.path.join(out_dir, "rd_curves.png"), families)
     save_crops(crops, os.path.join(out_dir, "crops"))
     write_csv(
         os.path.join(out_dir, "timings.csv"),

@@ -56,6 +56,9 @@ from textboost.words import Word
 # each model's own row: textboost, or a baseline model's kind (roi, taco_style)
 MODEL_METHODS = ("textboost", "roi", "taco_style")
 METHODS = (*MODEL_METHODS, "backbone", "overlay", "jpeg", "webp", "avif", "avif_min", "avif_half")
+# baselines whose row does not depend on the model (AVIF at its lowest quality): computed
+# once per image, the same row under every model
+MODEL_FREE = ("avif_min",)
 ROWS_FILE = "rows.jsonl"
 ROWS_VERSION = 1
 ROWS_SYNC_S = 60.0  # remote eval.out: upload rows.jsonl at most this often while running
@@ -67,6 +70,7 @@ class Sample:
     image: Image.Image
     gt: list[Word] | None  # None: the dataset has no ground truth (F1 not available)
     side_words: list[Word] = field(default_factory=list)  # filtered side-info words
+    candidates: list[Word] = field(default_factory=list)  # before filtering (eval.model_t_test)
 
 
 # ---------------------------------------------------------------- inputs
@@ -161,7 +165,7 @@ def prepare_sample(item: EvalItem, cfg: TextBoostConfig) -> Sample:
         gt = words if words is not None else annotation_words(item.ref, item.ref.image)
     side = (gt or []) if cfg.eval.ocr == "annotations" else ocr_words(image)
     kept, _ = filter_words(side, _threshold(cfg))
-    return Sample(item.key, image, gt, kept)
+    return Sample(item.key, image, gt, kept, list(side))
 
 
 # ---------------------------------------------------------------- one image
@@ -230,18 +234,22 @@ def _overlay(decoded) -> Image.Image:
 
 
 def evaluate_sample(
-    model, label: str, sample: Sample, cfg: TextBoostConfig, ctx: dict
+    model, label: str, sample: Sample, cfg: TextBoostConfig, ctx: dict, t_test: float = 0.0
 ) -> list[dict]:
-    """Rows (one per method) of one image under one model. ``ctx`` holds the spotter and the
-    LPIPS switch; the reconstructions, container, guidance map and timings are left in it for
+    """Rows (one per method) of one image under one model. ``ctx`` holds the spotter, the
+    LPIPS switch and ``memo`` (rows that do not depend on the model, shared by the models of
+    one image); the reconstructions, container, guidance map and timings are left in it for
     the caller. The container is decoded once: TextBoost (exactly ``textboost decompress``),
-    the backbone (same latents, before the fusion block) and the overlay come from it."""
+    the backbone (same latents, before the fusion block) and the overlay come from it.
+    ``t_test`` > 0: the model's own side-info threshold (``eval.model_t_test``)."""
     from textboost import baselines, container
     from textboost.codec import decode_full, encode_image
+    from textboost.filtering import filter_words
 
     fmt = cfg.shards.side_info_format
+    words = filter_words(sample.candidates, t_test)[0] if t_test > 0 else sample.side_words
     t0 = time.perf_counter()
-    data = encode_image(model, sample.image, sample.side_words, fmt)
+    data = encode_image(model, sample.image, words, fmt)
     t1 = time.perf_counter()
     decoded = decode_full(model, data)
     own = model.method  # textboost, or a baseline model (roi, taco_style): its own row
@@ -262,13 +270,22 @@ def evaluate_sample(
         rates.append(  # the same container: same bits, no learned fusion
             _rate("overlay", d["bpp_total"], d["bpp_image"], d["bpp_side_info"], d["bpp_overhead"])
         )
-    coded, coded_recon, _ = baseline_rates(sample.image, cfg.eval.baselines, d["bpp_total"])
+    memo = ctx.setdefault("memo", {})
+    matched = [m for m in cfg.eval.baselines if m not in MODEL_FREE or m not in memo]
+    coded, coded_recon, _ = baseline_rates(sample.image, matched, d["bpp_total"])
     rates += coded
     recon.update(coded_recon)
     rows = []
     for rate in rates:
         scores = _score(sample, recon[rate["method"]], ctx["lpips"], ctx["spotter"])
         rows.append({"key": sample.key, "model": label, **rate, **scores})
+        if rate["method"] in MODEL_FREE:
+            memo[rate["method"]] = (rows[-1], recon[rate["method"]])
+    for method in MODEL_FREE:  # computed under an earlier model of this image: the same row
+        if method in cfg.eval.baselines and not any(r["method"] == method for r in rows):
+            row, recon[method] = memo[method]
+            rows.append({**row, "model": label})
+    rows.sort(key=lambda r: METHODS.index(r["method"]))  # the order without the memo
     ctx["recon"], ctx["container"], ctx["guidance"] = recon, data, decoded.guidance
     return rows
 
@@ -283,7 +300,8 @@ class EvalTask:
     item: EvalItem
     cfg: TextBoostConfig
     original_id: str  # id of the image's "-" line (its original row, or its reject)
-    models: tuple[tuple[str, str, str, str], ...]  # (uri, label, model identity, line id)
+    # (uri, label, model identity, side-info threshold (0 = the evaluation's), line id)
+    models: tuple[tuple[str, str, str, float, str], ...]
     crops: tuple[str, ...] = ()  # labels whose crop panel goes into their line
     with_lpips: bool = False
 
@@ -333,12 +351,13 @@ def evaluate_item(task: EvalTask) -> list[dict]:
     original = [_original_row(sample, spotter)] if sample.gt is not None else []
     lines = [{**base, "id": task.original_id, "model": "-", "rows": original}]
     device = _device(cfg) if task.models else "cpu"
-    for uri, label, identity, line_id in task.models:
+    memo: dict = {}  # model-free rows (MODEL_FREE), shared by this image's models
+    for uri, label, identity, t_test, line_id in task.models:
         model = _model(uri, identity, device)
-        ctx: dict = {"lpips": task.with_lpips, "spotter": spotter}
+        ctx: dict = {"lpips": task.with_lpips, "spotter": spotter, "memo": memo}
         t0 = time.perf_counter()
         try:
-            rows = evaluate_sample(model, label, sample, cfg, ctx)
+            rows = evaluate_sample(model, label, sample, cfg, ctx, t_test)
         except CheckpointError:
             raise
         except TextBoostError as exc:  # e.g. an image the codec refuses: the image is a reject
@@ -404,7 +423,8 @@ def _config_key(cfg: TextBoostConfig, with_lpips: bool) -> str:
     import textboost
     from textboost.config import to_dict
 
-    execution = ("models", "out", "limit", "crops", "track", "register", "workers")
+    execution = ("models", "model_t_test", "out", "limit", "crops", "track", "register")
+    execution += ("workers",)
     execution += ("cpus_per_worker", "gpus_per_worker", "dataset")
     src = eval_source(cfg)
     key = {
@@ -419,8 +439,11 @@ def _config_key(cfg: TextBoostConfig, with_lpips: bool) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _line_id(config_key: str, label: str, identity: str, fingerprint: str) -> str:
-    blob = json.dumps([ROWS_VERSION, config_key, label, identity, fingerprint])
+def _line_id(
+    config_key: str, label: str, identity: str, fingerprint: str, t_test: float = 0.0
+) -> str:
+    key = [ROWS_VERSION, config_key, label, identity, fingerprint]
+    blob = json.dumps(key + [t_test] if t_test > 0 else key)  # a model's own threshold
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -453,12 +476,22 @@ def _remote_rows(out: str, local_dir: str) -> Callable[[str], None]:
     return sync
 
 
+def _family(meta: dict) -> str:
+    """A model's backbone architecture (hyperprior, elic, tcm), from its training config."""
+    model = meta.get("model_config") or ((meta.get("run_config") or {}).get("model")) or {}
+    return str(model.get("backbone", ""))
+
+
 def model_label(index: int, meta: dict, uri: str = "") -> str:
-    """``m<index>`` plus the zoo name, or the training lambda when the checkpoint records it."""
+    """``m<index>`` plus the zoo name, or the comparison model's kind (roi, taco, tcm) and the
+    training lambda when the checkpoint records them."""
     if uri.startswith("zoo:"):
         return f"m{index}-{uri[4:]}"
     lmbda = ((meta.get("run_config") or {}).get("train") or {}).get("lmbda")
-    return f"m{index}" + (f"-lambda{lmbda:g}" if isinstance(lmbda, int | float) else "")
+    model = meta.get("model_config") or {}
+    kind = {"roi": "-roi", "taco_style": "-taco"}.get(model.get("kind"), "")
+    kind += "-tcm" if model.get("backbone") == "tcm" else ""  # a comparison model: say which
+    return f"m{index}{kind}" + (f"-lambda{lmbda:g}" if isinstance(lmbda, int | float) else "")
 
 
 def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | None = None) -> dict:
@@ -481,8 +514,10 @@ def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | N
         labels.append(label)
         keep = ("model_identity", "stage", "manifest_sha256", "run_config")
         method = (meta.get("model_config") or {}).get("kind", "textboost")
+        t_test = float(cfg.eval.model_t_test[i]) if cfg.eval.model_t_test else 0.0
         model_meta[label] = {"uri": uri, "method": method, **{k: meta.get(k) for k in keep}}
-        models.append((uri, label, str(meta.get("model_identity"))))
+        model_meta[label] |= {"t_test": t_test or _threshold(cfg), "backbone": _family(meta)}
+        models.append((uri, label, str(meta.get("model_identity")), t_test))
     config_key = _config_key(cfg, with_lpips)
     store = RowStore(os.path.join(out_dir, ROWS_FILE), sync)
     items, total = list_items(cfg)
@@ -503,7 +538,7 @@ def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | N
                 continue
             fingerprint.update(item.fingerprint.encode() + b"\n")
             original_id = _line_id(config_key, "-", "-", item.fingerprint)
-            ids = [_line_id(config_key, m[1], m[2], item.fingerprint) for m in models]
+            ids = [_line_id(config_key, *m[1:3], item.fingerprint, m[3]) for m in models]
             seen[item.index] = (item.key, original_id, ids)
             todo = tuple(m + (i,) for m, i in zip(models, ids) if i not in store.lines)
             done = store.lines.get(original_id)
@@ -576,7 +611,8 @@ def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | N
         m for m in METHODS
         if m in own or (m in cfg.eval.baselines and (textboost or m not in ("backbone", "overlay")))
     ]  # fmt: skip
-    write_outputs(out_dir, rows, means, labels, methods, crops, timings, rejects)
+    families = {label: meta["backbone"] for label, meta in model_meta.items()}
+    write_outputs(out_dir, rows, means, labels, methods, crops, timings, rejects, families)
     elapsed = time.perf_counter() - t_start
     summary = {
         "models": labels, "model_meta": model_meta, "methods": methods, "means": means,

@@ -214,7 +214,7 @@ def test_baseline_models_get_their_own_row_at_the_image_bits(data, twice):
     assert summary["methods"] == ["roi", "taco_style", "jpeg"]
     rows = [r for r in _rows(out / "per_image.csv") if r["method"] != "original"]
     assert {(r["model"], r["method"]) for r in rows} == {
-        ("m0", "roi"), ("m0", "jpeg"), ("m1", "taco_style"), ("m1", "jpeg")
+        ("m0-roi", "roi"), ("m0-roi", "jpeg"), ("m1-taco", "taco_style"), ("m1-taco", "jpeg")
     }  # fmt: skip
     by = {(r["key"], r["method"]): r for r in rows}
     tb_rows = _rows(data["root"] / "out_a" / "per_image.csv")  # the ``twice`` evaluation
@@ -229,3 +229,54 @@ def test_baseline_models_get_their_own_row_at_the_image_bits(data, twice):
         assert roi["bpp_side_info"] == taco["bpp_side_info"] == backbone[key]["bpp_side_info"]
     labels = json.loads((out / "results" / "taco_style.json").read_text())["name"]
     assert labels == "TACO-style, no CLIP"
+
+
+def test_one_comparison_thresholds_per_model_shared_rows_and_family_curves(data, monkeypatch):
+    """One evaluation over models at different operating points (``eval.model_t_test``) and
+    of two backbone families: each model's container carries the words of its own threshold,
+    the model-free AVIF floor is computed once per image (the same row under each model), and
+    the RD curves split TextBoost / backbone by family."""
+    from pipeline import evaluation
+    from pipeline.eval_outputs import curves
+    from textboost import baselines
+    from textboost.checkpoint import save_checkpoint
+    from textboost.config import ConfigError, ModelConfig
+    from textboost.model import build_model
+
+    torch.manual_seed(5)
+    mc = ModelConfig(backbone="tcm", N=16, M=40, tcm_slices=5, tcm_window=4)
+    save_checkpoint(data["root"] / "tcm.pt", build_model(mc), mc)
+    model = data["root"] / "model.pt"
+    calls = []
+    real = baselines.image_baseline
+    monkeypatch.setattr(
+        baselines, "image_baseline", lambda im, m, t: calls.append(m) or real(im, m, t)
+    )
+    out = data["root"] / "out_compare"
+    summary = evaluation.run_evaluation(
+        _cfg(
+            data, str(out), f"eval.models=[{model},{model},{data['root'] / 'tcm.pt'}]",
+            "eval.model_t_test=[1e-6,1e9,0]", "eval.baselines=[backbone,avif_min]",
+        )
+    )  # fmt: skip
+    meta = summary["model_meta"]
+    assert [meta[m]["t_test"] for m in summary["models"][:2]] == [1e-6, 1e9]
+    assert [meta[m]["backbone"] for m in summary["models"]] == ["hyperprior"] * 2 + ["tcm"]
+    rows = [r for r in _rows(out / "per_image.csv") if r["method"] != "original"]
+    keys = sorted({r["key"] for r in rows})
+    assert calls.count("avif_min") == len(keys)  # once per image, not once per model
+    by = {(r["key"], r["model"], r["method"]): r for r in rows}
+    m0, m1, m2 = summary["models"]
+    for key in keys:
+        low, high = by[(key, m0, "textboost")], by[(key, m1, "textboost")]
+        assert float(low["bpp_side_info"]) < float(high["bpp_side_info"])  # fewer words sent
+        floors = [{k: v for k, v in by[(key, m, "avif_min")].items() if k != "model"}
+                  for m in (m0, m1, m2)]  # fmt: skip
+        assert floors[0] == floors[1] == floors[2]
+    drawn = curves(summary["models"], summary["methods"], {m: meta[m]["backbone"] for m in meta})
+    assert [(m, on) for m, _, on in drawn if m == "textboost"] == [
+        ("textboost", [m0, m1]), ("textboost", [m2])
+    ]  # fmt: skip
+    assert [on for m, _, on in drawn if m == "avif_min"] == [[m0, m1, m2]]
+    with pytest.raises(ConfigError, match="eval.model_t_test has 1 values for 2 eval.models"):
+        _cfg(data, "x", f"eval.models=[{model},{model}]", "eval.model_t_test=[5]")

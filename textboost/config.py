@@ -360,6 +360,9 @@ class EvalConfig:
     # Side-info filter threshold at evaluation (average character area, px^2); 0 = the val
     # split's data.filter.t_test. A large value sends every legible word.
     t_test: float = 0.0
+    # One threshold per eval.models entry (0 = t_test), so models measured at different
+    # operating points share one table; empty: every model at t_test.
+    model_t_test: list[float] = field(default_factory=list)
     # Ray tasks evaluating images at once (one image under every model per task); 0 = in
     # this process. Rows are written to ``<out>/rows.jsonl`` as images finish, so a stopped
     # evaluation resumes where it stopped; outputs are the same bytes for any value.
@@ -383,6 +386,13 @@ class EvalConfig:
         _check_range("eval.limit", self.limit, 0)
         _check_range("eval.crops", self.crops, 0)
         _check_range("eval.t_test", self.t_test, 0)  # 0: the val split's data.filter.t_test
+        for t in self.model_t_test:
+            _check_range("eval.model_t_test[]", t, 0)
+        if self.model_t_test and len(self.model_t_test) != len(self.models):
+            raise ConfigError(
+                f"eval.model_t_test has {len(self.model_t_test)} values for "
+                f"{len(self.models)} eval.models: give one per model (0 = eval.t_test) or none"
+            )
         if self.register and not self.track:
             raise ConfigError("eval.register=true needs eval.track=true (models live in a run)")
 
