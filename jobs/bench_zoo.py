@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", help="comma-separated model URIs (default: every zoo model)")
     p.add_argument("--limit", type=int, default=0, help="first N validation images (0 = all)")
     p.add_argument("--workdir", default="runs/zoo-compare", help="outputs and MLflow database")
+    p.add_argument(
+        "--config", default=CONFIG,
+        help=f"evaluation config (default {CONFIG}; configs/zoo/textfree.yaml: the text-free set)",
+    )  # fmt: skip
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = p.parse_args(argv)
 
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [f"workdir={args.workdir}", f"eval.limit={args.limit}", *args.overrides]
         overrides += ["eval.models=[" + ",".join(models) + "]"]
         overrides += ["eval.model_t_test=[" + ",".join(f"{t:g}" for t in thresholds) + "]"]
-        cfg = load_config(CONFIG, overrides)
+        cfg = load_config(args.config, overrides)
         summary = run_evaluation(cfg)
     except TextBoostError as exc:
         print(f"error: {exc}", file=sys.stderr)
