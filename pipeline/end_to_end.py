@@ -113,7 +113,7 @@ def _data_key(cfg: TextBoostConfig, done: dict) -> dict:
 def _run_data(cfg: TextBoostConfig, done: dict, state: StageState) -> dict:
     """List every configured source once: fails early on unreachable data, and the source
     fingerprints feed the shard stage's hash (changed inputs -> rebuilt shards)."""
-    from pipeline.evaluation import eval_source
+    from pipeline.eval_data import eval_source
     from pipeline.sources import fingerprint, list_source
 
     out = {}

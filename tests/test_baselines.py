@@ -1,4 +1,4 @@
-"""AVIF baselines (textboost.baselines, pipeline.evaluation.baseline_rates): deterministic bytes,
+"""AVIF baselines (textboost.baselines, pipeline.eval_image.baseline_rates): deterministic bytes,
 matched bpp, the lowest-quality and half-size variants, and the outputs that list them."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_avif_match_bpp_respects_the_target(img):
 
 
 def test_avif_min_is_the_lowest_quality_whatever_its_bpp(img):
-    from pipeline.evaluation import baseline_rates
+    from pipeline.eval_image import baseline_rates
 
     target = 0.01  # far below AVIF's floor on this image
     rates, recon, enc = baseline_rates(img, ["avif_min"], target)
@@ -77,7 +77,7 @@ def test_avif_min_is_the_lowest_quality_whatever_its_bpp(img):
 
 
 def test_avif_half_row_counts_every_file_byte_over_the_full_size_pixels(img):
-    from pipeline.evaluation import baseline_rates
+    from pipeline.eval_image import baseline_rates
 
     half = baselines.half_size(img)
     assert half.size == (W // 2, H // 2)
@@ -108,8 +108,8 @@ def test_half_size_rounds_odd_sizes_up():
 
 def test_config_outputs_and_table_accept_the_avif_methods(img, tmp_path):
     from jobs.pipeline import results_table
-    from pipeline.eval_outputs import aggregate, compressai_results, rd_plot
-    from pipeline.evaluation import METHODS, baseline_rates
+    from pipeline.eval_image import baseline_rates
+    from pipeline.eval_outputs import METHODS, aggregate, compressai_results, rd_plot
     from textboost.config import EvalConfig
 
     new = ["avif", "avif_min", "avif_half"]
