@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import shapely
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from shapely.geometry import Point, Polygon
+from strategies import point_lists, rotated_rects, search
 
 from textboost.errors import GeometryError
 from textboost.geometry import (
@@ -21,18 +22,10 @@ from textboost.geometry import (
     repair_polygon,
 )
 
-SETTINGS = settings(max_examples=150, deadline=None)
+SETTINGS = search(150)
 angles = st.floats(-179.9, 180.0, allow_nan=False)
-rects = st.builds(
-    RotatedRect,
-    cx=st.floats(-50, 1100),
-    cy=st.floats(-50, 1100),
-    length=st.floats(2, 400),
-    height=st.floats(2, 120),
-    angle=angles,
-)
-coords = st.floats(-1e4, 1e4, allow_nan=False)
-polygons = st.lists(st.tuples(coords, coords), min_size=3, max_size=12)
+rects = rotated_rects((-50, 1100), (-50, 1100), (2, 400), (2, 120), (-179.9, 180.0))
+polygons = point_lists(-1e4, 1e4, 3, 12)
 
 
 def angle_diff(a: float, b: float) -> float:
@@ -145,7 +138,7 @@ def test_rasterize_axis_aligned_rectangle_is_exact():
 
 
 @SETTINGS
-@given(rects, st.lists(st.tuples(coords, coords), min_size=3, max_size=8))
+@given(rects, point_lists(-1e4, 1e4, 3, 8))
 def test_rasterize_matches_pixel_centre_test(r, pts):
     for poly_pts in (r.corners(), [(x / 10 + 60, y / 10 + 60) for x, y in pts]):
         try:

@@ -7,9 +7,10 @@ import hashlib
 import numpy as np
 import PIL
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, ImageFilter
+from strategies import search
 
 from textboost.errors import ImageError
 from textboost.geometry import RotatedRect
@@ -23,7 +24,7 @@ from textboost.guidance import (
 )
 from textboost.words import Word
 
-SETTINGS = settings(max_examples=100, deadline=None)
+SETTINGS = search(100)
 alnum = st.text(
     st.characters(categories=["Lu", "Ll", "Nd"], max_codepoint=0x7E), min_size=1, max_size=6
 )

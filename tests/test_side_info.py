@@ -10,6 +10,7 @@ import zlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import point_lists, rotated_rects, search
 
 from textboost.errors import SideInfoError
 from textboost.geometry import RotatedRect, min_rotated_rect, normalize_angle
@@ -27,17 +28,9 @@ from textboost.side_info import (
 from textboost.varint import put_uvarint
 from textboost.words import Word
 
-SETTINGS = settings(max_examples=150, deadline=None)
-rects = st.builds(
-    RotatedRect,
-    cx=st.floats(-100, 2100),
-    cy=st.floats(-100, 1600),
-    length=st.floats(0.3, 600),
-    height=st.floats(0.3, 150),
-    angle=st.floats(-180, 180),
-)
-coords = st.floats(-500, 2500, allow_nan=False)
-quads = st.lists(st.tuples(coords, coords), min_size=4, max_size=10)
+SETTINGS = search(150)
+rects = rotated_rects((-100, 2100), (-100, 1600), (0.3, 600), (0.3, 150), (-180, 180))
+quads = point_lists(-500, 2500, 4, 10)
 words_st = st.lists(
     st.builds(
         lambda r, t, ok: Word(r.corners(), t, ok), rects, st.text(max_size=40), st.booleans()
