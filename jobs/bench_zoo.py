@@ -60,6 +60,13 @@ def targets_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
 def model_threshold(uri: str) -> float:
     """The side-info threshold a model is compared at: a zoo card's ``t_test``, else the
     ``eval.t_test`` of the config it was trained with (0: the comparison's default)."""
@@ -78,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m jobs.bench_zoo", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--models", help="comma-separated model URIs (default: every zoo model)")
+    p.add_argument(
+        "--models",
+        help="comma-separated model URIs (default: every zoo model); URI@T: compare it at the "
+        "side-info threshold T",
+    )
     p.add_argument("--limit", type=int, default=0, help="first N validation images (0 = all)")
     p.add_argument("--workdir", default="runs/zoo-compare", help="outputs and MLflow database")
     p.add_argument(
@@ -98,8 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         print("error: the zoo is empty: nothing to compare", file=sys.stderr)
         return 2
+    picked = [uri.rpartition("@") if "@" in uri else (uri, "", "") for uri in models]
+    models = [uri for uri, _, _ in picked]
+    bad = [t for _, _, t in picked if t and not _number(t)]
+    if bad:
+        print(f"error: --models: URI@T needs a number T, got {bad[0]!r}", file=sys.stderr)
+        return 2
     try:
-        thresholds = [model_threshold(uri) for uri in models]
+        thresholds = [float(t) if t else model_threshold(uri) for uri, _, t in picked]
         overrides = [f"workdir={args.workdir}", f"eval.limit={args.limit}", *args.overrides]
         overrides += ["eval.models=[" + ",".join(models) + "]"]
         overrides += ["eval.model_t_test=[" + ",".join(f"{t:g}" for t in thresholds) + "]"]
