@@ -31,15 +31,8 @@ from pathlib import Path
 import torch
 
 from pipeline import faults
-from pipeline.loader import (
-    LoaderSpec,
-    SkipTally,
-    derive_seed,
-    make_loader,
-    shard_list,
-    text_share,
-    to_float,
-)
+from pipeline.crops import text_share, to_float
+from pipeline.loader import LoaderSpec, SkipTally, derive_seed, make_loader, shard_list
 from pipeline.sources import absolute_url
 from textboost.config import (
     ModelConfig,
