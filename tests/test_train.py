@@ -16,7 +16,8 @@ import torch
 from jobs.train import expand_overrides, main
 from pipeline import faults
 from pipeline.loader import LoaderSpec, make_loader, shard_list
-from pipeline.training import MetricLog, Stepper, lr_factor, restore
+from pipeline.train_step import Stepper, lr_factor, restore
+from pipeline.train_tracking import MetricLog
 from textboost.checkpoint import load_checkpoint
 from textboost.config import load_config
 from textboost.errors import ConfigError
