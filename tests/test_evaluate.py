@@ -120,7 +120,7 @@ def test_summary_counts_and_figures(data, twice):
 
 
 def test_cli_on_a_folder_without_ground_truth_records_rejects(data, capsys):
-    from textboost.cli import main
+    from jobs.cli import main
 
     folder = data["root"] / "folder"
     folder.mkdir()

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from jobs.cli import main
 from textboost import zoo
 from textboost.checkpoint import load_checkpoint, save_checkpoint
-from textboost.cli import main
 from textboost.config import ModelConfig
 from textboost.errors import CheckpointError, TextBoostError, ZooError
 from textboost.model import build_model
