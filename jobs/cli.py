@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv or ["--help"])  # prints help / usage error and exits
         return 2
-    from pipeline.tracking import apply_network_defaults
-
-    apply_network_defaults()
     try:
+        from pipeline.tracking import apply_network_defaults
+
+        apply_network_defaults()
         module = importlib.import_module(COMMANDS[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
     except SystemExit:

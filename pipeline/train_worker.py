@@ -16,6 +16,7 @@ import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,6 +27,9 @@ from pipeline.train_checkpoint import initial_model, write_checkpoint
 from pipeline.train_step import Stepper, restore
 from pipeline.train_tracking import METRIC_KEYS, MetricLog
 from textboost.config import TrainConfig, section_from_dict
+
+if TYPE_CHECKING:
+    from pipeline.validation import RDValidator, Validator
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,8 @@ class RankRun:
     total_steps: int
     start_step: int
     resumes: list[int]
-    validator: object = None  # rank 0, stage 2: F1 on val images (pipeline.validation)
-    rd_validator: object = None  # rank 0: loss, bpp and PSNR on fixed val crops
+    validator: Validator | None = None  # rank 0, stage 2: F1 on val images
+    rd_validator: RDValidator | None = None  # rank 0: loss, bpp and PSNR on fixed val crops
     mlog: MetricLog | None = None  # rank 0
     skips: SkipTally = dataclasses.field(default_factory=SkipTally)
 
