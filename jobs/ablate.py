@@ -16,25 +16,14 @@ with real bitstreams, next to the backbone and the overlay:
   (``eval.t_test`` ~ 0), i.e. what the refinement path alone does to the backbone's output.
 
 Each variant is its own Ray Train run in ``<workdir>/ablation`` (resumable by name); the
-evaluation is logged to MLflow. Prints one table: bpp, PSNR, MS-SSIM, DET F1, E2E F1.
+evaluation is logged to MLflow. Prints one table: bpp, PSNR, MS-SSIM, DET F1, E2E F1. The
+ablation itself is ``pipeline.ablation``; this module parses the arguments and prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import os
 import sys
-
-VARIANTS = {
-    "paper": ["model.fusion=paper", "model.fusion_refine=0", "train.gc_target=original"],
-    "fusion-only": [
-        "model.fusion=colour", "model.fusion_refine=0", "train.gc_target=guidance",
-        "train.alpha=0",
-    ],
-    "text-path": ["model.fusion=colour", "model.fusion_refine=0", "train.gc_target=guidance"],
-}  # fmt: skip
-NO_WORDS_T = 1e-6  # px^2 of average character area: no word is that small, none is sent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,74 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = p.parse_args(argv)
 
-    from jobs.pipeline import results_table
-    from pipeline.console import quiet, say
-    from pipeline.end_to_end import derive, stage_configs
-    from pipeline.evaluation import run_evaluation
-    from pipeline.stage_state import StageState
-    from pipeline.training import run_training
-    from textboost.config import load_config
+    from pipeline.ablation import run_ablation
+    from pipeline.console import say
+    from pipeline.run_summary import results_table
     from textboost.errors import TextBoostError
 
     try:
-        cfg = load_config(
-            args.config, [f"workdir={os.path.abspath(load_config(args.config).workdir)}"]
-        )
-        stage1 = StageState.load(cfg.workdir, "stage1").data
-        if stage1.get("status") != "done":
-            raise TextBoostError(
-                f"{args.config}: run `textboost pipeline {args.config}` first (stage 1 must be "
-                "done; the full model is its stage 2)"
-            )
-        base = stage_configs(cfg)["stage2"]
-        models = {}
-        log = os.path.join(cfg.workdir, "ablation", "ablation.log")
-        full_refines = base.model.fusion_refine > 0
-        for name, overrides in VARIANTS.items():
-            if name == "text-path" and not full_refines:
-                continue  # the full model is the text path
-            run_cfg = derive(base, overrides, f"ablation {name}")
-            run_cfg.train.init_checkpoint = stage1["outputs"]["checkpoint"]
-            run_cfg.train.run_name = f"ablation-{name}"
-            run_cfg.train.storage_path = os.path.join(cfg.workdir, "ablation")
-            run_cfg.train.shards = StageState.load(cfg.workdir, "shards").data["outputs"]["out"]
-            say(f"[ablation] stage 2 variant {name}: {' '.join(overrides)} (log: {log})")
-            with quiet(log):
-                result = run_training(run_cfg)
-            models[name] = result["checkpoint"]
-        stage2 = StageState.load(cfg.workdir, "stage2").data
-        if stage2.get("status") != "done":
-            raise TextBoostError(
-                f"{args.config}: the pipeline's stage 2 (the full model) is not done; rerun "
-                "this job when it is (the variants above are kept and skipped)"
-            )
-        models["full"] = stage2["outputs"]["checkpoint"]
-        ev = copy.deepcopy(cfg)
-        ev.eval.models = list(models.values())
-        ev.eval.baselines = ["backbone", "overlay"]
-        ev.eval.out = os.path.join(cfg.workdir, "ablation", "eval")
-        ev.eval.register = False
-        if args.limit:
-            ev.eval.limit = args.limit
-        say(f"[ablation] evaluating {', '.join(models)} on {ev.eval.dataset.images or 'synthetic'}")
-        with quiet(log):
-            summary = run_evaluation(ev)
-        if args.refine_only:
-            ev.eval.models, ev.eval.t_test = [models["full"]], NO_WORDS_T
-            ev.eval.baselines = ["backbone"]
-            ev.eval.out = os.path.join(cfg.workdir, "ablation", "eval-no-words")
-            say("[ablation] the full model with no side info sent (refinement path alone)")
-            with quiet(log):
-                no_words = run_evaluation(ev)
+        out = run_ablation(args.config, args.limit, args.refine_only)
     except TextBoostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    names = dict(zip(summary["models"], models))
+    names = dict(zip(out["summary"]["models"], out["models"]))
     say("variants: " + ", ".join(f"{m} = {v}" for m, v in names.items()))
-    say(results_table(summary))
+    say(results_table(out["summary"]))
     if args.refine_only:
         say("refine only (the full model, no side info sent):")
-        say(results_table(no_words))
+        say(results_table(out["no_words"]))
     return 0
 
 

@@ -6,7 +6,7 @@ sides, batch 32): samples/s with 1 and 2 loader workers, hence samples/s per wor
 the samples/s the training step consumes (plain torch step rate × batch) and the loader
 workers per rank that feed it. Without ``--loader``:
 
-Measures the same model, loader and optimisation step (``pipeline.training.Stepper``) three
+Measures the same model, loader and optimisation step (``pipeline.train_step.Stepper``) three
 ways on CPU: a plain single-process torch loop, and Ray Train DDP with 1 and 2 workers.
 Throughput is the harmonic mean of per-step images/s after ``--warmup`` steps (each step's
 time includes waiting for its batch), so it is total images / total time in every case. The
@@ -91,7 +91,7 @@ def plain_loop(cfg, steps: int, warmup: int, threads: int) -> list[float]:
     import torch
 
     from pipeline.loader import LoaderSpec, make_loader, shard_list
-    from pipeline.training import Stepper
+    from pipeline.train_step import Stepper
     from textboost.model import build_model
 
     torch.set_num_threads(threads)

@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = p.parse_args(argv)
 
-    from jobs.pipeline import results_table
     from pipeline.evaluation import run_evaluation
+    from pipeline.run_summary import results_table
     from textboost import zoo
     from textboost.config import load_config
     from textboost.errors import TextBoostError

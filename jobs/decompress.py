@@ -53,7 +53,7 @@ def _child_env() -> dict:
 
 def _decode_in_child(args: argparse.Namespace) -> int:
     cmd = [
-        sys.executable, "-m", "textboost.cli", "decompress", args.container,
+        sys.executable, "-m", "jobs.cli", "decompress", args.container,
         "-o", args.output, "--model", args.model, "--max-pixels", str(args.max_pixels),
         "--in-process",
     ]  # fmt: skip

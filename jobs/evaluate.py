@@ -18,27 +18,6 @@ import json
 from jobs.common import add_config_args, config_from_args
 
 
-def results_table(summary: dict) -> str:
-    """One line per (model, method): bpp, PSNR, MS-SSIM, LPIPS, DET F1, E2E F1."""
-
-    def cell(v, digits: int) -> str:
-        return f"{v:.{digits}f}" if isinstance(v, int | float) else "n/a"
-
-    head = f"{'model':<16}{'method':<11}{'bpp':>9}{'PSNR':>8}{'MS-SSIM':>9}{'LPIPS':>7}{'DET F1':>8}{'E2E F1':>8}"
-    lines = [head]
-    for m in summary["means"]:
-        cells = (
-            f"{cell(m.get('bpp'), 4):>9}{cell(m.get('psnr'), 2):>8}{cell(m.get('ms_ssim'), 4):>9}"
-            f"{cell(m.get('lpips'), 3):>7}{cell(m.get('det_f1'), 3):>8}{cell(m.get('e2e_f1'), 3):>8}"
-        )
-        lines.append(f"{m['model']:<16}{m['method']:<11}{cells}")
-    lines.append(
-        f"{summary['images']} images ({summary['rejected']} rejected), "
-        f"{summary['seconds_per_image']:.2f} s per image, LPIPS {summary['lpips']}"
-    )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textboost evaluate", description=__doc__.splitlines()[0])
     add_config_args(parser)
@@ -47,13 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
 
     from pipeline.evaluation import run_evaluation
+    from pipeline.run_summary import results_table
 
     summary = run_evaluation(cfg)
     if args.json:
         print(json.dumps(summary, default=str))
         return 0
     print(results_table(summary))
-    print(f"outputs: {summary['out']}")
+    print(
+        f"{summary['images']} images ({summary['rejected']} rejected), "
+        f"{summary['seconds_per_image']:.2f} s per image, LPIPS {summary['lpips']}"
+    )
     if "run_id" in summary:
         print(f"mlflow run: {summary['run_id']}")
     for r in summary.get("registered", []):

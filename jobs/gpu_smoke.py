@@ -108,7 +108,8 @@ def codec_round_trip(checkpoint: str, shards: str, device: str) -> dict:
     import numpy as np
     from PIL import Image
 
-    from pipeline.loader import decode_sample, shard_list
+    from pipeline.crops import decode_sample
+    from pipeline.loader import shard_list
     from pipeline.validation import _read_samples
     from textboost.checkpoint import load_checkpoint
     from textboost.codec import decode_container, encode_image

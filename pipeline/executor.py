@@ -49,6 +49,14 @@ def ensure_ray(ray_cfg: RayConfig, dashboard: bool = False) -> str | None:
     return context.dashboard_url if dashboard else None
 
 
+def shutdown_ray() -> None:
+    """Stop this process's Ray (if started): Ray workers' late output ends here."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def run_local(
     fn: Callable[[T], R],
     tasks: Iterable[T],

@@ -152,3 +152,73 @@ def rebuild(t: dict, into: str | None) -> dict:
     if "error" in t["shards"]:
         return {"ok": False, "compared": 0, "errors": [t["shards"]["error"]]}
     return rebuild_check(t["shards"]["url"], ["train"], None, [], into=into)
+
+
+def _short(h: str | None) -> str:
+    return (h or "?")[:12]
+
+
+def format_trace(t: dict) -> str:
+    """The lineage ``trace`` returns, as ``textboost lineage`` prints it."""
+    m, ck = t["model"], t["checkpoint"]
+    aliases = f" (aliases: {', '.join(t['aliases'])})" if t["aliases"] else ""
+    lines = [
+        f"model    models:/{m['name']}/{m['version']}{aliases}, logged by run {t['logged_by_run']}",
+        f"         checkpoint stage {ck['stage']}, identity {_short(ck['model_identity'])}",
+    ]
+    run = t["train_run"]
+    if run:
+        lines.append(
+            f"run      {run['run_id']} {run['name']} ({run['status']}), "
+            f"git {_short(run['git_commit'])}"
+        )
+    else:
+        lines.append("run      (no MLflow run found for the checkpoint's Ray Train run name)")
+    mc = t["model_config"]
+    lines.append(
+        f"config   hash {_short(t['config_hash'])}: {mc['backbone']} N={mc['N']} M={mc['M']}"
+    )
+    if t["init_checkpoint"]:
+        lines.append(f"         initialised from {t['init_checkpoint']}")
+    if t.get("init_zoo"):
+        lines.append(_zoo_line(t["init_zoo"]))
+    return "\n".join(lines + _shard_lines(t["shards"]))
+
+
+def _zoo_line(z: dict) -> str:
+    if z["sha256_now"] is None:
+        state = "not in this installation's zoo"
+    elif z["sha256"] is None:
+        state = "not recorded by the run"
+    else:
+        state = "matches" if z["sha256"] == z["sha256_now"] else "DIFFERS FROM"
+        state += f" this installation's zoo:{z['name']}"
+    return f"         zoo file sha256 {_short(z['sha256'])} ({state})"
+
+
+def _shard_lines(s: dict) -> list[str]:
+    if "error" in s:
+        return [f"shards   {s['url']}: {s['error']}"]
+    state = "matches" if s["matches"] else "DOES NOT MATCH"
+    lines = [
+        f"shards   {s['url']}",
+        f"         manifest sha256 {_short(s['manifest_sha256'])} {state} the checkpoint/run",
+    ]
+    for split, e in s["splits"].items():
+        lines.append(
+            f"         {split}: {e['count']} samples in {e['shards']} shards, {e['rejected']} "
+            f"rejected, config {_short(e['config_hash'])}, "
+            f"source {_short(e['source_fingerprint'])}"
+        )
+        if e["code_version"] != s["code_version_now"]:
+            lines.append(
+                f"         note: built by code {e['code_version']}, this is "
+                f"{s['code_version_now']}: a rebuild may differ"
+            )
+    return lines
+
+
+def rebuild_verdict(report: dict) -> str:
+    """The one-line outcome of ``rebuild`` (its errors are listed separately)."""
+    verdict = "byte-identical" if report["ok"] else f"{len(report['errors'])} mismatches"
+    return f"rebuild  train: {report['compared']} shards regenerated and compared: {verdict}"

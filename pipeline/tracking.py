@@ -11,12 +11,33 @@ The codec as a pyfunc model is ``pipeline.pyfunc``, the registry and its aliases
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from textboost.config import MlflowConfig
 from textboost.errors import ConfigError
 
-TAG = "textboost."  # tag prefix shared with pipeline/training.py
+TAG = "textboost."  # prefix of the MLflow tags this project sets (runs, registered versions)
+
+
+# Bounded waits for MLflow's HTTP client (its defaults: 120 s per request, 7 retries with
+# exponential backoff: many minutes of silence when a server dies mid-run; a server that is
+# down from the start is caught in seconds by check_tracking_uri). Set before any MLflow
+# client exists (by the console script, jobs.cli, and check_tracking_uri), inherited by Ray
+# workers; a value already in the environment wins. The timeout leaves a server time to store a large model artifact.
+# Object storage (s3fs) has bounded defaults of its own: 5 s to connect, 15 s per read,
+# 5 retries.
+NETWORK_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def apply_network_defaults() -> None:
+    """Put ``NETWORK_DEFAULTS`` into the environment (values already set are kept)."""
+    for key, value in NETWORK_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 # Stores that hold a model registry: a database (SQLAlchemy URL) or an MLflow server.
@@ -40,10 +61,8 @@ def check_tracking_uri(uri: str, must_exist: bool = False) -> str:
     needs a database store); with ``must_exist`` (read-only commands) a sqlite database that
     does not exist raises ``ConfigError`` instead of being created empty; an http(s) server
     that does not answer within ``PROBE_TIMEOUT_S`` raises ``ServiceError``. Sets bounded
-    timeouts and retries for MLflow's HTTP client (``textboost.cli.NETWORK_DEFAULTS``).
+    timeouts and retries for MLflow's HTTP client (``NETWORK_DEFAULTS``).
     """
-    from textboost.cli import apply_network_defaults
-
     apply_network_defaults()
     uri = str(uri or "")
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""

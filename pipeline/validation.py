@@ -58,7 +58,7 @@ class Validator:
     """Fixed validation subset, prepared once (images, guidance, colour maps, sent words)."""
 
     def __init__(self, urls: list[str], n_images: int, with_colour: bool):
-        from pipeline.loader import decode_sample
+        from pipeline.crops import decode_sample
 
         self.items = []
         for sample in _read_samples(urls, n_images):
@@ -128,7 +128,8 @@ class RDValidator:
         self, urls: list[str], n_crops: int, crop_size: int, seed: int, with_mask: bool,
         with_colour: bool, text_prob: float, device, with_text: bool = False,
     ):  # fmt: skip
-        from pipeline.loader import collate, decode_sample, derive_seed, random_crop
+        from pipeline.crops import collate, decode_sample, random_crop
+        from pipeline.loader import derive_seed
 
         crops = []
         for i, sample in enumerate(_read_samples(urls, n_crops)):
@@ -147,7 +148,7 @@ class RDValidator:
     def run(self, model, criterion) -> dict[str, float]:
         """``val.*`` means over the crops (one forward pass per crop; the model is left in the
         mode it was in)."""
-        from pipeline.loader import to_float
+        from pipeline.crops import to_float
         from textboost.losses import GuidanceTargetLoss
         from textboost.stages import unwrap
 

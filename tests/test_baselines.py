@@ -107,9 +107,9 @@ def test_half_size_rounds_odd_sizes_up():
 
 
 def test_config_outputs_and_table_accept_the_avif_methods(img, tmp_path):
-    from jobs.pipeline import results_table
     from pipeline.eval_image import baseline_rates
     from pipeline.eval_outputs import METHODS, aggregate, compressai_results, rd_plot
+    from pipeline.run_summary import results_table
     from textboost.config import EvalConfig
 
     new = ["avif", "avif_min", "avif_half"]

@@ -125,7 +125,7 @@ def test_roi_weight_weights_the_distortion_inside_the_mask():
 
 
 def test_train_step_feeds_the_mask_or_the_words_to_the_encoder():
-    from pipeline.loader import collate, random_crop, to_float
+    from pipeline.crops import collate, random_crop, to_float
 
     image, words = scene(160, 160)
     arr = np.asarray(image)

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from textboost.cli import COMMANDS, main
+from jobs.cli import COMMANDS, main
 
 
 def test_help_lists_every_subcommand(capsys):

@@ -302,7 +302,7 @@ def test_cli_compress_decompress_with_icdar_annotations(model, scene, tmp_path, 
 
 
 def test_cli_errors_are_textboost_errors(model, tmp_path):
-    from textboost.cli import main as cli
+    from jobs.cli import main as cli
 
     ckpt = tmp_path / "model.pt"
     save_checkpoint(ckpt, model, TINY)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.loader import collate, random_crop, text_share
+from pipeline.crops import collate, random_crop, text_share
 from textboost import colours, container
 from textboost.codec import decode_container, encode_image, fusion_inputs
 from textboost.config import ModelConfig

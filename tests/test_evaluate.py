@@ -120,7 +120,7 @@ def test_summary_counts_and_figures(data, twice):
 
 
 def test_cli_on_a_folder_without_ground_truth_records_rejects(data, capsys):
-    from textboost.cli import main
+    from jobs.cli import main
 
     folder = data["root"] / "folder"
     folder.mkdir()
@@ -142,7 +142,7 @@ def test_cli_on_a_folder_without_ground_truth_records_rejects(data, capsys):
     )  # fmt: skip
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "textboost" in printed and "n/a" in printed and "1 rejected" in printed
+    assert "TextBoost" in printed and "1 rejected" in printed
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     assert len(rejected) == 1 and "broken" in rejected[0]["key"]
     rows = _rows(out / "per_image.csv")

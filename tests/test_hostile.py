@@ -4,7 +4,7 @@ One test (or group) per finding: native crash on short latent strings, config va
 range, a dead MLflow server, pixel limits, 16-bit images, tracebacks instead of messages, a
 same-size tampered shard, a mistyped sqlite path, TextOCR messages, over-long words, ``-o``
 equal to the input and PyTorch's ``weights_only`` advice. Commands run through
-``textboost.cli.main`` (the one error boundary) unless a crash could take pytest down.
+``jobs.cli.main`` (the one error boundary) unless a crash could take pytest down.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import pytest
 import torch
 from PIL import Image
 
+from jobs.cli import main as cli
 from textboost import codec, container
 from textboost.checkpoint import load_checkpoint, save_checkpoint
-from textboost.cli import main as cli
 from textboost.config import ModelConfig, load_config
 from textboost.errors import (
     AnnotationError,
@@ -99,7 +99,7 @@ def test_empty_latent_strings_of_a_large_image_are_one_line_errors(model, ckpt, 
     data = _container(model, 1024, 768, [b""] * model.num_string_lists)
     assert len(data) == 35
     (tmp_path / "empty.tbx").write_bytes(data)
-    cmd = [sys.executable, "-m", "textboost.cli", "decompress"]
+    cmd = [sys.executable, "-m", "jobs.cli", "decompress"]
     out = subprocess.run(
         [*cmd, str(tmp_path / "empty.tbx"), "-o", str(tmp_path / "o.png"), "--model", str(ckpt)],
         capture_output=True, text=True, timeout=300, cwd=REPO,
@@ -263,7 +263,7 @@ def test_every_shipped_config_is_valid():
 @pytest.mark.timeout(120)
 def test_train_with_batch_size_zero_fails_before_ray(tmp_path):
     """Used to spin a rank at 98 % CPU forever (the loader waited for a batch of 0)."""
-    cmd = [sys.executable, "-m", "textboost.cli", "train", str(REPO / "configs/quickstart.yaml"),
+    cmd = [sys.executable, "-m", "jobs.cli", "train", str(REPO / "configs/quickstart.yaml"),
            "train.batch_size=0", f"workdir={tmp_path}"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=110, cwd=tmp_path)
     assert out.returncode == 1

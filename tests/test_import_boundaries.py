@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,16 @@ def forbidden_imports(package: str, banned: tuple[str, ...], root: Path = ROOT) 
 )
 def test_package_never_imports_upper_layers(package, banned):
     assert forbidden_imports(package, banned) == {}
+
+
+def test_the_console_script_lives_in_jobs():
+    """``textboost`` dispatches to the ``jobs.<command>`` modules, so it is a ``jobs`` module
+    (``jobs.cli``): the method package names no ``jobs`` module, not even as a string for
+    ``importlib``."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^textboost = "jobs\.cli:main"$', pyproject, re.M)
+    for path in sorted((ROOT / "textboost").rglob("*.py")):
+        assert not re.search(r"[\"']jobs\.", path.read_text()), path
 
 
 def test_probe_names_the_module_that_crosses_a_boundary(tmp_path):

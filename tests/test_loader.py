@@ -12,16 +12,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from pipeline.loader import (
-    LoaderSpec,
-    SkipTally,
-    decode_sample,
-    derive_seed,
-    make_loader,
-    random_crop,
-    reader_shards,
-    text_mask,
-)
+from pipeline.crops import decode_sample, random_crop, text_mask
+from pipeline.loader import LoaderSpec, SkipTally, derive_seed, make_loader, reader_shards
 from textboost.errors import ShardError
 from textboost.words import Word
 

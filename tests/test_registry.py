@@ -67,8 +67,8 @@ def test_evaluation_run_logs_metrics_artifacts_and_registers(env):
 def test_pyfunc_from_alias_decodes_bit_exactly_like_the_cli(env, tmp_path):
     import mlflow.pyfunc
 
+    from jobs.cli import main
     from textboost.checkpoint import load_checkpoint
-    from textboost.cli import main
     from textboost.ocr import read_textocr
 
     cfg, root = env["cfg"], env["root"]
@@ -125,7 +125,7 @@ def test_champion_rule():
 def test_aliases_move_in_the_real_registry_and_cli(env, capsys):
     import mlflow
 
-    from textboost.cli import main
+    from jobs.cli import main
 
     cfg = env["cfg"]
     tracking.setup_mlflow(cfg.mlflow)

@@ -16,9 +16,10 @@ import torch
 from jobs.train import expand_overrides, main
 from pipeline import faults
 from pipeline.loader import LoaderSpec, make_loader, shard_list
-from pipeline.training import MetricLog, Stepper, lr_factor, restore
+from pipeline.train_step import Stepper, lr_factor, restore
+from pipeline.train_tracking import MetricLog
 from textboost.checkpoint import load_checkpoint
-from textboost.config import load_config
+from textboost.config import load_config, to_dict
 from textboost.errors import ConfigError
 from textboost.model import build_model
 
@@ -166,6 +167,27 @@ def test_metric_log_averages_windows_and_survives_a_failing_store(tmp_path, caps
     log.flush()
     assert history() == [(4, 2.5), (8, 6.5), (10, 9.5), (16, 14.5), (20, 18.5), (22, 21.5)]
     assert not log.pending
+
+
+def test_worker_args_travel_as_plain_data_and_come_back_equal():
+    """``WorkerArgs`` is frozen; Ray Train gets it as a dict of plain data (lists, no
+    tuples: Ray records the config with the run) and the rank rebuilds an equal one."""
+    import dataclasses
+
+    from pipeline.train_worker import WorkerArgs
+
+    cfg = load_config(None, ["train.stage=1", "seed=3"])
+    args = WorkerArgs(
+        cfg=to_dict(cfg), urls=("a.tar", "b.tar"), val_urls=(), run_name="r", mlflow_run_id="m",
+        tracking_uri="sqlite:////x.db", experiment_dir="/s/r", manifest_sha="0" * 64,
+        fault_train_step=-1,
+    )  # fmt: skip
+    config = args.to_config()
+    assert config["urls"] == ["a.tar", "b.tar"] and config["val_urls"] == []
+    assert WorkerArgs.from_config(config) == args
+    assert args.train == cfg.train and args.seed == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        args.urls = ()
 
 
 def test_gpu_smoke_help_works_anywhere_and_without_a_gpu_it_says_so(capsys):

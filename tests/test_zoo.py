@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from jobs.cli import main
 from textboost import zoo
 from textboost.checkpoint import load_checkpoint, save_checkpoint
-from textboost.cli import main
 from textboost.config import ModelConfig
 from textboost.errors import CheckpointError, TextBoostError, ZooError
 from textboost.model import build_model
@@ -197,7 +197,7 @@ def test_export_refuses_big_files_and_incomplete_cards(shipped, tmp_path, monkey
 
 def test_zoo_uri_is_kept_for_workers_and_recorded_for_lineage(shipped, zoo_dir):
     from pipeline.end_to_end import init_identity
-    from pipeline.training import init_checkpoint_tags, worker_init_checkpoint
+    from pipeline.train_checkpoint import init_checkpoint_tags, worker_init_checkpoint
 
     sha = zoo.sha256("tiny")
     assert sha == shipped["cards"]["tiny"]["sha256"]

@@ -1,7 +1,8 @@
-"""``textboost`` console script: one subcommand per job in ``jobs/``.
+"""``textboost`` console script (``python -m jobs.cli``): one subcommand per job in ``jobs/``.
 
 Each subcommand forwards its arguments to ``jobs.<module>.main(argv)``; modules are imported
-only when their subcommand runs, so ``textboost --help`` stays fast.
+only when their subcommand runs, so ``textboost --help`` stays fast. Before a subcommand runs,
+MLflow's HTTP client gets bounded waits (``pipeline.tracking.NETWORK_DEFAULTS``).
 
 This is the one error boundary of the command line: every expected failure (bad input files,
 configs, I/O, unreachable services) ends in one or two lines on stderr naming the thing and
@@ -37,26 +38,6 @@ DEBUG_FLAG = "--debug"
 DEBUG_ENV = "TEXTBOOST_DEBUG"
 # Exceptions of these packages are network or service failures (the message names the URL).
 _SERVICE_MODULES = ("requests", "urllib3", "botocore", "aiobotocore", "aiohttp", "mlflow")
-
-
-# Bounded waits for MLflow's HTTP client (its defaults: 120 s per request, 7 retries with
-# exponential backoff: many minutes of silence when a server dies mid-run; a server that is
-# down from the start is caught in seconds by pipeline.tracking.check_tracking_uri). Set
-# before any MLflow client exists, inherited by Ray workers; a value already in the
-# environment wins. The timeout leaves a server time to store a large model artifact.
-# Object storage (s3fs) has bounded defaults of its own: 5 s to connect, 15 s per read,
-# 5 retries.
-NETWORK_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-}
-
-
-def apply_network_defaults() -> None:
-    """Put ``NETWORK_DEFAULTS`` into the environment (values already set are kept)."""
-    for key, value in NETWORK_DEFAULTS.items():
-        os.environ.setdefault(key, value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv or ["--help"])  # prints help / usage error and exits
         return 2
-    apply_network_defaults()
     try:
+        from pipeline.tracking import apply_network_defaults
+
+        apply_network_defaults()
         module = importlib.import_module(COMMANDS[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
     except SystemExit:

@@ -1,0 +1,109 @@
+"""The model card of a finished zoo pipeline run (``python -m jobs.zoo_ship``).
+
+Read from ``<workdir>/pipeline/*.json`` of ``textboost pipeline CONFIG`` (stage 1, stage 2,
+evaluation): config, data, steps, wall time, and bpp / PSNR / MS-SSIM / DET / E2E F1 of
+TextBoost, its backbone, the overlay and the classic codecs on the evaluation set. ``base``
+names the pipeline whose stage 1 this one fine-tuned, so the card counts both; a config that
+starts from a shipped model (``train.init_checkpoint: zoo:NAME``) counts that model's card
+(its steps and wall time, stage 2 included).
+"""
+
+from __future__ import annotations
+
+from textboost.config import TextBoostConfig
+
+METRICS = ("bpp", "psnr", "ms_ssim", "det_f1", "e2e_f1")
+
+
+def _stage(workdir: str, name: str) -> dict:
+    from pipeline.stage_state import StageState
+    from textboost.errors import TextBoostError
+
+    state = StageState.load(workdir, name).data
+    if state.get("status") != "done":
+        raise TextBoostError(f"{workdir}: stage {name} is not done; run the pipeline first")
+    return state
+
+
+def _run_seconds(cfg, state: dict) -> float:
+    """Wall time of a training stage's MLflow run (first start to last end, restarts
+    included), or the stage's own seconds when the run cannot be read."""
+    try:
+        from mlflow import MlflowClient
+
+        info = MlflowClient(cfg.mlflow.tracking_uri).get_run(state["outputs"]["run_id"]).info
+        return (info.end_time - info.start_time) / 1000.0
+    except Exception:  # noqa: BLE001 - a card without the exact time is still a card
+        return float(state.get("seconds", 0.0))
+
+
+def _stage1_history(cfg: TextBoostConfig, s1: dict, s2: dict, base: str | None):
+    """(training lines, stage-1 steps, wall seconds) of the run, with the shipped model it
+    started from or the ``base`` pipeline it fine-tuned counted first."""
+    from textboost import zoo
+    from textboost.config import load_config
+
+    steps1 = cfg.train.epochs * cfg.train.steps_per_epoch
+    wall = _run_seconds(cfg, s1) + _run_seconds(cfg, s2)
+    history = [f"stage 1: {steps1} steps x {cfg.train.num_workers} ranks x {cfg.train.batch_size} "
+               f"crops of {cfg.train.crop_size} px, lambda {cfg.train.lmbda}"]  # fmt: skip
+    init = cfg.train.init_checkpoint or ""
+    if not base and zoo.is_zoo_uri(init):  # fine-tuned from a shipped model: its history first
+        parent = zoo.card(init.split(":", 1)[1])
+        history = [
+            f"{parent['name']}: {line}"
+            for line in parent.get("training", [])
+            if not line.startswith("stage 2")
+        ] + history
+        steps1 += parent.get("steps") or 0
+        wall += parent.get("wall_time_s") or 0.0
+    if base:
+        bcfg = load_config(base)
+        b1 = _stage(bcfg.workdir, "stage1")
+        bsteps = bcfg.train.epochs * bcfg.train.steps_per_epoch
+        history.insert(0, f"base stage 1 ({base}): {bsteps} steps, lambda {bcfg.train.lmbda}")
+        steps1 += bsteps
+        wall += _run_seconds(bcfg, b1)
+    return history, steps1, wall
+
+
+def build_card(config: str, name: str, base: str | None = None) -> tuple[str, dict]:
+    """(stage-2 checkpoint URL, card) of a finished pipeline run."""
+    from pipeline.end_to_end import stage_configs
+    from textboost.config import load_config
+
+    cfg = load_config(config)
+    s1, s2, ev = (_stage(cfg.workdir, s) for s in ("stage1", "stage2", "evaluate"))
+    summary = ev["outputs"]["summary"]
+    label = summary["models"][0]
+    rows = {m["method"]: m for m in summary["means"] if m.get("model") in (label, "-", None)}
+    tb = rows["textboost"]
+    history, steps1, wall = _stage1_history(cfg, s1, s2, base)
+    s2cfg = s2["outputs"].get("metrics", {})
+    refine = stage_configs(cfg)["stage2"].model.fusion_refine
+    card = {
+        "name": name,
+        **{k: tb.get(k) for k in METRICS},
+        "config": config,
+        "data": (
+            f"{cfg.data.synth.images} synthetic scene-text images ({cfg.data.synth.min_side}-"
+            f"{cfg.data.synth.max_side} px) over {cfg.data.synth.backgrounds} in "
+            f"{cfg.data.synth.fonts}; evaluation: {summary['images']} images of "
+            f"{cfg.eval.dataset.images} (held-out photos and fonts)"
+        ),
+        "steps": steps1,
+        "wall_time_s": round(wall, 1),
+        "description": (
+            f"{cfg.model.backbone} N={cfg.model.N} M={cfg.model.M} backbone + colour fusion "
+            "block (word colours in the side info, L_gc against the colour guidance"
+            + (f"; global refinement path of {refine} channels" if refine else "")
+            + ")"
+        ),
+        "training": history + [f"stage 2: {s2cfg.get('step', '?')} steps (fusion block only)"],
+        "evaluation": {m: {k: rows[m].get(k) for k in METRICS} for m in rows if m != "textboost"},
+        "evaluated_images": summary["images"],
+        # the side-info threshold the figures were measured at (textboost compress --t default)
+        "t_test": cfg.eval.t_test or cfg.data.filter.t_test,
+        "trained_on": "2 CPU cores",
+    }
+    return s2["outputs"]["checkpoint"], card
