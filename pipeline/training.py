@@ -87,7 +87,7 @@ class Stepper:
     """
 
     def __init__(self, model, tcfg: TrainConfig, device: torch.device, total_steps: int):
-        from textboost.stages import prepare_stage
+        from textboost.train_steps import prepare_stage
 
         self.tcfg, self.device, self.stage = tcfg, device, tcfg.stage
         self.model = model  # the TextBoost module (never the DDP wrapper)
@@ -108,7 +108,7 @@ class Stepper:
 
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One update on a uint8 batch from the loader; returns detached loss tensors."""
-        from textboost.stages import train_step
+        from textboost.train_steps import train_step
 
         inputs = to_float(batch, self.device, non_blocking=True)
         losses = train_step(
@@ -197,7 +197,7 @@ def _initial_model(args: dict, tcfg: TrainConfig):
 
         mlflow.set_tracking_uri(args["tracking_uri"])  # for runs:/ and models:/ URIs
         model, _ = load_checkpoint(tcfg.init_checkpoint)
-        from textboost.stages import with_fusion
+        from textboost.train_steps import with_fusion
 
         torch.manual_seed(args["cfg"]["seed"])  # the same fresh block (if any) on every rank
         try:  # another fusion block on the same backbone: a new block, the backbone's weights

@@ -191,7 +191,7 @@ class TextBoost(CompressionModel):
             self.text_encoder = build_text_encoder(model_cfg)
             self.text_adapter = TextAdapter(channels, model_cfg.text_dim)
             self.backbone.g_a[site].register_forward_hook(self._adapter_hook)
-        self.backbone_frozen = False  # set by textboost.stages.freeze_for_stage2
+        self.backbone_frozen = False  # set by textboost.train_steps.freeze_for_stage2
         self._identity_cache: tuple[tuple, str] | None = None
         self._updated_key: tuple | None = None
 
