@@ -20,7 +20,8 @@ from textboost.codec import (
 )
 from textboost.config import ModelConfig, load_config
 from textboost.errors import ConfigError, ContainerError
-from textboost.model import build_model, padding_for
+from textboost.model import build_model
+from textboost.padding import padding_for
 from textboost.tcm import TCM, WindowAttention
 from textboost.words import Word
 
