@@ -250,12 +250,12 @@ def test_tcm_keys_need_the_tcm_backbone():
 
 def test_default_tcm_keys_are_not_hashed_into_identities(monkeypatch):
     """Models from before the TCM keys (the shipped zoo) keep their identity."""
-    from textboost import config as config_mod
+    from textboost.config import hashing as config_mod
 
     torch.manual_seed(0)
     net = build_model(ModelConfig(backbone="hyperprior", N=8, M=8))
     now = net.identity()
-    old_to_dict = config_mod.to_dict  # what identity hashes, through config.model_key
+    old_to_dict = config_mod.to_dict  # what identity hashes, through model_key
 
     def without_tcm_keys(cfg):
         return {k: v for k, v in old_to_dict(cfg).items() if not k.startswith("tcm_")}
