@@ -57,7 +57,8 @@ def bench_backbone(kind: str, n: int, m: int, image, words, repeats: int) -> dic
     from textboost.codec import decode_container, encode_image, guidance_tensor, image_to_tensor
     from textboost.config import ModelConfig
     from textboost.container import describe
-    from textboost.model import build_model, pad
+    from textboost.model import build_model
+    from textboost.padding import pad
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=kind, N=n, M=m)).eval()

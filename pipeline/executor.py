@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from textboost.config import RayConfig
@@ -57,42 +58,44 @@ def shutdown_ray() -> None:
         ray.shutdown()
 
 
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a stream of tasks runs: the Ray resources of each task (``run_ray``), the window
+    of tasks in flight, Ray's retries, and whether the results are kept and returned."""
+
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+    max_in_flight: int = 8
+    max_retries: int = 3
+    keep_results: bool = True
+
+
 def run_local(
-    fn: Callable[[T], R],
-    tasks: Iterable[T],
-    on_done: Callable[[R], None],
-    keep_results: bool = True,
+    fn: Callable[[T], R], tasks: Iterable[T], on_done: Callable[[R], None], options: TaskOptions
 ) -> list[R]:
-    """The same task function in a plain loop, in this process."""
+    """The same task function in a plain loop, in this process (only ``keep_results`` of
+    ``options`` applies)."""
     results = []
     for task in tasks:
         result = fn(task)
         on_done(result)
-        if keep_results:
+        if options.keep_results:
             results.append(result)
     return results
 
 
 def run_ray(
-    fn: Callable[[T], R],
-    tasks: Iterable[T],
-    on_done: Callable[[R], None],
-    *,
+    fn: Callable[[T], R], tasks: Iterable[T], on_done: Callable[[R], None], options: TaskOptions,
     ray_cfg: RayConfig,
-    cpus_per_task: float = 1.0,
-    gpus_per_task: float = 0.0,
-    max_in_flight: int = 8,
-    max_retries: int = 3,
-    keep_results: bool = True,
-) -> list[R]:
+) -> list[R]:  # fmt: skip
     """One Ray task per item, a bounded window of tasks in flight, results in task order."""
     import ray
 
     ensure_ray(ray_cfg)
     remote = ray.remote(fn).options(
-        num_cpus=cpus_per_task,
-        num_gpus=gpus_per_task,
-        max_retries=max_retries,
+        num_cpus=options.cpus_per_task,
+        num_gpus=options.gpus_per_task,
+        max_retries=options.max_retries,
         retry_exceptions=RETRY_EXCEPTIONS,
     )
     results: list[Any] = []
@@ -101,13 +104,13 @@ def run_ray(
     exhausted = False
     try:
         while pending or not exhausted:
-            while not exhausted and len(pending) < max_in_flight:
+            while not exhausted and len(pending) < options.max_in_flight:
                 item = next(queue, None)
                 if item is None:
                     exhausted = True
                     break
                 pending[remote.remote(item[1])] = item[0]
-                if keep_results:
+                if options.keep_results:
                     results.append(None)
             if not pending:
                 break
@@ -115,7 +118,7 @@ def run_ray(
             for ref in done:
                 index = pending.pop(ref)
                 result = ray.get(ref)
-                if keep_results:
+                if options.keep_results:
                     results[index] = result
                 on_done(result)
     except BaseException:
@@ -135,11 +138,10 @@ def run_tasks(
     keep_results: bool = True,
     **ray_options: float | int,
 ) -> list[R]:
-    """Dispatch to ``run_ray`` (``ray_options``: its ``cpus_per_task``, ``gpus_per_task``,
-    ``max_in_flight``, ``max_retries``) or ``run_local`` (``shards.executor``,
-    ``eval.workers``)."""
+    """Dispatch to ``run_ray`` (``ray_options``: the ``TaskOptions`` ``cpus_per_task``,
+    ``gpus_per_task``, ``max_in_flight``, ``max_retries``) or ``run_local``
+    (``shards.executor``, ``eval.workers``)."""
+    options = TaskOptions(keep_results=keep_results, **ray_options)
     if executor == "local" or (isinstance(tasks, list | tuple) and not tasks):
-        return run_local(fn, tasks, on_done, keep_results)
-    return run_ray(
-        fn, tasks, on_done, ray_cfg=ray_cfg, keep_results=keep_results, **ray_options
-    )  # fmt: skip
+        return run_local(fn, tasks, on_done, options)
+    return run_ray(fn, tasks, on_done, options, ray_cfg)

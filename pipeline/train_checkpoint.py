@@ -60,7 +60,7 @@ def initial_model(run_cfg: dict, tcfg: TrainConfig, tracking_uri: str):
 
         mlflow.set_tracking_uri(tracking_uri)  # for runs:/ and models:/ URIs
         model, _ = load_checkpoint(tcfg.init_checkpoint)
-        from textboost.stages import with_fusion
+        from textboost.train_steps import with_fusion
 
         torch.manual_seed(run_cfg["seed"])  # the same fresh block (if any) on every rank
         try:  # another fusion block on the same backbone: a new block, the backbone's weights

@@ -150,7 +150,7 @@ class RDValidator:
         mode it was in)."""
         from pipeline.crops import to_float
         from textboost.losses import GuidanceTargetLoss
-        from textboost.stages import unwrap
+        from textboost.train_steps import unwrap
 
         if self.batch is None:
             return {}

@@ -21,7 +21,7 @@ from textboost.config import ModelConfig, load_config
 from textboost.errors import ConfigError, ContainerError
 from textboost.losses import RateDistortionLoss
 from textboost.model import build_model
-from textboost.stages import prepare_stage, train_step, with_fusion
+from textboost.train_steps import prepare_stage, train_step, with_fusion
 from textboost.words import Word
 
 torch.set_num_threads(1)

@@ -16,7 +16,7 @@ from textboost.config import ModelConfig
 from textboost.errors import ContainerError
 from textboost.losses import GuidanceTargetLoss, legibility_weight
 from textboost.model import build_model
-from textboost.stages import prepare_stage, train_step, with_fusion
+from textboost.train_steps import prepare_stage, train_step, with_fusion
 from textboost.words import Word
 
 torch.set_num_threads(1)

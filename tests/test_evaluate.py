@@ -199,7 +199,7 @@ def test_baseline_models_get_their_own_row_at_the_image_bits(data, twice):
     from pipeline.evaluation import run_evaluation
     from textboost.checkpoint import load_checkpoint, save_checkpoint
     from textboost.config import ModelConfig
-    from textboost.stages import with_fusion
+    from textboost.train_steps import with_fusion
 
     init, _ = load_checkpoint(data["root"] / "model.pt")
     uris = []

@@ -36,7 +36,8 @@ from textboost.errors import (
     ImageError,
     ServiceError,
 )
-from textboost.model import build_model, padding_for
+from textboost.model import build_model
+from textboost.padding import padding_for
 
 torch.set_num_threads(1)
 

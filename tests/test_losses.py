@@ -16,7 +16,7 @@ from textboost.losses import (
     guidance_consistent_loss,
 )
 from textboost.model import build_model
-from textboost.stages import (
+from textboost.train_steps import (
     build_stage1_optimizers,
     build_stage2_optimizer,
     freeze_for_stage2,

@@ -20,7 +20,8 @@ from textboost.codec import (
 )
 from textboost.config import ModelConfig, load_config
 from textboost.errors import ConfigError, ContainerError
-from textboost.model import build_model, padding_for
+from textboost.model import build_model
+from textboost.padding import padding_for
 from textboost.tcm import TCM, WindowAttention
 from textboost.words import Word
 
@@ -249,12 +250,12 @@ def test_tcm_keys_need_the_tcm_backbone():
 
 def test_default_tcm_keys_are_not_hashed_into_identities(monkeypatch):
     """Models from before the TCM keys (the shipped zoo) keep their identity."""
-    from textboost import config as config_mod
+    from textboost.config import hashing as config_mod
 
     torch.manual_seed(0)
     net = build_model(ModelConfig(backbone="hyperprior", N=8, M=8))
     now = net.identity()
-    old_to_dict = config_mod.to_dict  # what identity hashes, through config.model_key
+    old_to_dict = config_mod.to_dict  # what identity hashes, through model_key
 
     def without_tcm_keys(cfg):
         return {k: v for k, v in old_to_dict(cfg).items() if not k.startswith("tcm_")}
@@ -276,9 +277,11 @@ def test_shipped_tcm_configs():
     assert paper.data.filter == elic.data.filter
     assert paper.train.stage == 1 and paper.train.crop_size == elic.train.crop_size
     assert paper.mlflow.registered_model != elic.mlflow.registered_model
+    init = {"tcm-xlow": "", "tcm-low": "runs/zoo-tcm-xlow/checkpoints/stage1.pt"}
     for name, lmbda in (("tcm-xlow", 1e-4), ("tcm-low", 3e-4)):
         cfg = load_config(root / "zoo" / f"{name}.yaml")
-        assert cfg.model.backbone == "tcm" and not cfg.train.init_checkpoint  # from scratch
+        # tcm-xlow from scratch; tcm-low fine-tunes its stage-1 backbone at a higher lambda
+        assert cfg.model.backbone == "tcm" and cfg.train.init_checkpoint == init[name]
         assert cfg.train.lmbda == pytest.approx(lmbda)
-        assert cfg.eval.baselines == ["backbone", "overlay"]
         assert "model.fusion=colour" in cfg.pipeline.stage2
+        assert "model.fusion_refine=32" in cfg.pipeline.stage2

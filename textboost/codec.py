@@ -22,7 +22,8 @@ from PIL import Image
 
 from textboost import container
 from textboost.errors import ContainerError, ImageError, SideInfoError
-from textboost.model import TextBoost, padding_for
+from textboost.model import TextBoost
+from textboost.padding import padding_for
 from textboost.words import Word
 
 MAX_PIXELS = container.MAX_PIXELS  # ~33.5 MP: default limit on both sides (--max-pixels)

@@ -11,13 +11,11 @@ the text mask of the sent words to the encoder as a 4th input channel (``roi_mas
 ``taco_style`` (TACO) lets ``g_a``'s features cross-attend to the sent words' tokens
 (``text``, ``textboost.text_adapter``) after its second downsampling stage.
 
-Padding: the backbones need H and W divisible by 64 (ELIC: 4 stride-2 analysis layers plus
-2 in the hyper-analysis). Images are padded (replicate) with the offsets of
-``padding_for(h, w)``; the backbone output is cropped back with the same offsets *before* the
-fusion block, so the guidance map is always used at the image's own resolution and can never
-be misaligned with it. The rate (bpp) is counted over the original pixel count (losses).
-``decompress`` feeds the fusion block the same unclamped ``x_base`` as ``forward`` in eval
-mode, so a decoded image equals the eval-mode forward output (measured: bit-identical).
+The backbone (``textboost.backbones``) runs on the image padded to multiples of 64 and its
+output is cropped back before the fusion block (``textboost.padding``), so the guidance map
+is always used at the image's own resolution. ``decompress`` feeds the fusion block the same
+unclamped ``x_base`` as ``forward`` in eval mode, so a decoded image equals the eval-mode
+forward output (measured: bit-identical).
 """
 
 from __future__ import annotations
@@ -32,81 +30,13 @@ import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from textboost.backbones import adapter_site, build_backbone, fp32_entropy_models, widen_first_conv
 from textboost.config import ModelConfig, model_key
 from textboost.fusion import ColourFusionBlock, FusionBlock
+from textboost.padding import Padding, crop, pad, padding_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-PAD_MULTIPLE = 64
-
-Padding = tuple[int, int, int, int]  # (left, right, top, bottom), F.pad order
-
-
-def padding_for(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Padding:
-    """Symmetric padding that brings ``height`` x ``width`` up to multiples of ``multiple``."""
-    new_h = (height + multiple - 1) // multiple * multiple
-    new_w = (width + multiple - 1) // multiple * multiple
-    left, top = (new_w - width) // 2, (new_h - height) // 2
-    return (left, new_w - width - left, top, new_h - height - top)
-
-
-def pad(x: Tensor, multiple: int = PAD_MULTIPLE, mode: str = "replicate") -> tuple[Tensor, Padding]:
-    """Pad BxCxHxW to multiples of ``multiple``; returns the padded tensor and its offsets.
-
-    Use the same offsets for an image and its guidance map (``mode="constant"`` for the map).
-    """
-    padding = padding_for(x.shape[-2], x.shape[-1], multiple)
-    if not any(padding):
-        return x, padding
-    return F.pad(x, padding, mode=mode), padding
-
-
-def crop(x: Tensor, padding: Padding) -> Tensor:
-    """Undo ``pad``: remove ``(left, right, top, bottom)`` from the last two dims."""
-    left, right, top, bottom = padding
-    h, w = x.shape[-2], x.shape[-1]
-    return x[..., top : h - bottom, left : w - right]
-
-
-def build_backbone(model_cfg: ModelConfig) -> CompressionModel:
-    """The compressai backbone named by ``model_cfg.backbone`` (random weights)."""
-    if model_cfg.backbone == "elic":
-        from compressai.models.sensetime import Elic2022Official
-
-        return Elic2022Official(N=model_cfg.N, M=model_cfg.M)
-    if model_cfg.backbone == "tcm":
-        from textboost.tcm import TCM
-
-        return TCM(model_cfg.N, model_cfg.M, model_cfg.tcm_slices, model_cfg.tcm_window)
-    from compressai.models import MeanScaleHyperprior
-
-    return MeanScaleHyperprior(N=model_cfg.N, M=model_cfg.M)
-
-
-def roi_conv_key(model_cfg: ModelConfig) -> str:
-    """State-dict key of the encoder's first conv (4 input channels for ``kind=roi``)."""
-    return "backbone.g_a.0.weight"
-
-
-def _widen_first_conv(g_a: nn.Sequential, channels: int) -> None:
-    """Replace ``g_a[0]`` (a conv on RGB) by the same conv on ``channels`` input channels."""
-    old = g_a[0]
-    if not isinstance(old, nn.Conv2d) or old.in_channels != 3:
-        raise TypeError(f"the encoder's first layer is {type(old).__name__}, not a conv on RGB")
-    g_a[0] = nn.Conv2d(
-        channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-        bias=old.bias is not None,
-    )  # fmt: skip
-
-
-def adapter_site(g_a: nn.Sequential) -> tuple[int, int]:
-    """``(index, channels)``: the layer of ``g_a`` after which the TACO-style adapter sits,
-    the last one before the third stride-2 conv (1/4 resolution), and its channels."""
-    convs = [i for i, m in enumerate(g_a) if isinstance(m, nn.Conv2d) and tuple(m.stride) == (2, 2)]
-    if len(convs) < 3:
-        raise TypeError("the encoder has fewer than 3 stride-2 convs: no adapter site")
-    return convs[2] - 1, g_a[convs[2]].in_channels
 
 
 def build_fusion(model_cfg: ModelConfig) -> nn.Module:
@@ -118,53 +48,6 @@ def build_fusion(model_cfg: ModelConfig) -> nn.Module:
     return FusionBlock(
         model_cfg.fusion_channels, model_cfg.fusion_gated, model_cfg.fusion_gate_radius
     )
-
-
-def _fp32_forward(self, *args, **kwargs):
-    """``forward`` of an entropy model with autocast off and float inputs in float32."""
-    base = super(type(self), self).forward
-    devices = {a.device.type for a in (*args, *kwargs.values()) if isinstance(a, Tensor)}
-    if not any(torch.is_autocast_enabled(d) for d in devices):
-        return base(*args, **kwargs)  # exactly the compressai call (fp32 runs are unchanged)
-    as32 = lambda v: v.float() if isinstance(v, Tensor) and v.is_floating_point() else v  # noqa: E731
-    with torch.autocast(devices.pop(), enabled=False):
-        return base(*[as32(a) for a in args], **{k: as32(v) for k, v in kwargs.items()})
-
-
-def fp32_entropy_models(module: nn.Module) -> nn.Module:
-    """Make every compressai entropy model (``EntropyBottleneck``, ``GaussianConditional``)
-    under ``module`` run in float32 even inside a bf16 ``torch.autocast`` region: the uniform
-    noise, the quantisation and the likelihoods (hence the rate) are computed in fp32 from
-    fp32 inputs, while the analysis / synthesis transforms around them stay in bf16. Each
-    instance gets a subclass of its own class (same state dict, same methods) whose ``forward``
-    turns autocast off; ``compress``/``decompress`` are untouched. Returns ``module``."""
-    from compressai.entropy_models import EntropyModel
-
-    for m in module.modules():
-        if isinstance(m, EntropyModel) and not getattr(type(m), "_fp32_entropy", False):
-            m.__class__ = _fp32_class(type(m))
-    return module
-
-
-def _fp32_class(cls: type) -> type:
-    """The fp32 subclass of entropy model class ``cls`` (module-level, so pickle finds it)."""
-    name = f"Fp32{cls.__name__}"
-    sub = globals().get(name)
-    if sub is None:
-        sub = type(name, (cls,), {"forward": _fp32_forward, "_fp32_entropy": True})
-        sub.__module__, sub.__qualname__ = __name__, name
-        globals()[name] = sub
-    return sub
-
-
-def _define_fp32_classes() -> None:
-    from compressai import entropy_models as em
-
-    for cls in (em.EntropyBottleneck, em.GaussianConditional, em.GaussianMixtureConditional):
-        _fp32_class(cls)
-
-
-_define_fp32_classes()
 
 
 class TextBoost(CompressionModel):
@@ -180,7 +63,7 @@ class TextBoost(CompressionModel):
         self.kind = model_cfg.kind
         self.backbone = fp32_entropy_models(build_backbone(model_cfg))  # bf16: rate in fp32
         if self.kind == "roi":
-            _widen_first_conv(self.backbone.g_a, 4)
+            widen_first_conv(self.backbone.g_a, 4)
         # the baselines decode with the backbone alone: no fusion block (no parameters)
         self.fusion_block = build_fusion(model_cfg) if self.kind == "textboost" else nn.Identity()
         self._text_ctx: dict | None = None
@@ -191,7 +74,7 @@ class TextBoost(CompressionModel):
             self.text_encoder = build_text_encoder(model_cfg)
             self.text_adapter = TextAdapter(channels, model_cfg.text_dim)
             self.backbone.g_a[site].register_forward_hook(self._adapter_hook)
-        self.backbone_frozen = False  # set by textboost.stages.freeze_for_stage2
+        self.backbone_frozen = False  # set by textboost.train_steps.freeze_for_stage2
         self._identity_cache: tuple[tuple, str] | None = None
         self._updated_key: tuple | None = None
 

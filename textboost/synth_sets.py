@@ -14,7 +14,8 @@ from pathlib import Path
 from PIL import Image
 
 from textboost.errors import ConfigError
-from textboost.synth import SynthStyle, SynthWord, check_args, list_backgrounds, synth_words
+from textboost.synth import SynthStyle, SynthWord, check_args, synth_words
+from textboost.synth_backgrounds import list_backgrounds
 from textboost.vocab import find_fonts
 from textboost.words import Word
 

@@ -184,11 +184,6 @@ def export(
     Refuses a file over ``MAX_FILE_BYTES``, a zoo over ``MAX_TOTAL_BYTES``, an incomplete
     card, and an existing name unless ``overwrite`` (a new export is another model identity:
     containers written with the old one no longer decode with it)."""
-    import torch
-
-    from textboost.checkpoint import load_checkpoint, save_checkpoint
-    from textboost.config import to_dict
-
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ZooError(f"zoo model name {name!r} must match {NAME_RE.pattern}")
     dest = Path(out_dir) if out_dir is not None else directory()
@@ -196,6 +191,24 @@ def export(
     if target.exists() and not overwrite:
         raise ZooError(f"zoo model {name!r} exists ({target}); pass overwrite to replace it")
     full_card = check_card(card, name)
+    data, fields = _fp16_file(checkpoint, name)
+    _check_sizes(name, data, dest, target)
+    full_card.update(fields)
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_verified(target, data, fields["model_identity"])
+    text = json.dumps(full_card, indent=2, ensure_ascii=False) + "\n"
+    _write_atomic(target.with_suffix(".json"), text.encode("utf-8"))
+    return full_card
+
+
+def _fp16_file(checkpoint: str | os.PathLike, name: str) -> tuple[bytes, dict]:
+    """The bytes of ``NAME.pt`` for ``checkpoint`` (its parameters in fp16) and the card
+    fields export computes (``sha256``, ``size_bytes``, ``model_identity``, ...). The recorded
+    identity is the one of the fp32 weights the file loads back to."""
+    import torch
+
+    from textboost.checkpoint import load_checkpoint, save_checkpoint
+    from textboost.config import to_dict
 
     model, meta = load_checkpoint(checkpoint)
     params = {n for n, _ in model.named_parameters()}
@@ -223,6 +236,22 @@ def export(
     buf = io.BytesIO()
     torch.save(payload, buf)
     data = buf.getvalue()
+    fields = dict(
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        model_identity=identity,
+        model_config=to_dict(model.model_cfg),
+        stage=int(payload.get("stage") or 1),
+        dtype="float16",
+        source_checkpoint=os.fspath(checkpoint),
+        source_identity=meta.get("model_identity"),
+    )
+    return data, fields
+
+
+def _check_sizes(name: str, data: bytes, dest: Path, target: Path) -> None:
+    """``ZooError`` if ``data`` is over ``MAX_FILE_BYTES`` or would take the zoo folder
+    ``dest`` (``target`` replaced) over ``MAX_TOTAL_BYTES``."""
     if len(data) > MAX_FILE_BYTES:
         raise ZooError(
             f"{name}.pt would be {len(data) / 1e6:.1f} MB; zoo files are limited to "
@@ -234,17 +263,12 @@ def export(
             f"the zoo would hold {(others + len(data)) / 1e6:.1f} MB of weights; the limit is "
             f"{MAX_TOTAL_BYTES / 1e6:.0f} MB"
         )
-    full_card.update(
-        sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=len(data),
-        model_identity=identity,
-        model_config=to_dict(model.model_cfg),
-        stage=int(payload.get("stage") or 1),
-        dtype="float16",
-        source_checkpoint=os.fspath(checkpoint),
-        source_identity=meta.get("model_identity"),
-    )
-    dest.mkdir(parents=True, exist_ok=True)
+
+
+def _write_verified(target: Path, data: bytes, identity: str) -> None:
+    """Write ``target``; removed again unless it loads back to model ``identity``."""
+    from textboost.checkpoint import load_checkpoint
+
     _write_atomic(target, data)
     try:  # the file must load back to the recorded identity
         loaded, _ = load_checkpoint(target)
@@ -253,6 +277,3 @@ def export(
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    text = json.dumps(full_card, indent=2, ensure_ascii=False) + "\n"
-    _write_atomic(target.with_suffix(".json"), text.encode("utf-8"))
-    return full_card
