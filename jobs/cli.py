@@ -19,19 +19,20 @@ import sys
 
 from textboost.errors import TextBoostError
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "config": ("jobs.config", "print the resolved config (config show CONFIG [key=value ...])"),
-    "synth": ("jobs.synth", "generate the synthetic scene-text set (TextOCR / ICDAR 2015 format)"),
-    "render": ("jobs.render", "render the guidance map of an image's OCR words"),
-    "compress": ("jobs.compress", "encode an image into a .tbx container"),
-    "decompress": ("jobs.decompress", "decode a .tbx container into an image"),
-    "shards": ("jobs.shards", "build, verify or rebuild WebDataset shards with Ray"),
-    "train": ("jobs.train", "Ray Train DDP, stage 1 or stage 2"),
-    "evaluate": ("jobs.evaluate", "bitstreams, image metrics, text-spotting F1, baselines"),
-    "registry": ("jobs.registry", "list or promote registered models (MLflow)"),
-    "pipeline": ("jobs.pipeline", "end to end: data, shards, stage 1, stage 2, evaluate, register"),
-    "lineage": ("jobs.lineage", "registered model -> run -> config -> shards (and --rebuild)"),
-    "zoo": ("jobs.zoo", "models shipped in the package: list, show, export (zoo:NAME)"),
+# command -> its one-line help; the command runs jobs.<command>.main
+COMMANDS: dict[str, str] = {
+    "config": "print the resolved config (config show CONFIG [key=value ...])",
+    "synth": "generate the synthetic scene-text set (TextOCR / ICDAR 2015 format)",
+    "render": "render the guidance map of an image's OCR words",
+    "compress": "encode an image into a .tbx container",
+    "decompress": "decode a .tbx container into an image",
+    "shards": "build, verify or rebuild WebDataset shards with Ray",
+    "train": "Ray Train DDP, stage 1 or stage 2",
+    "evaluate": "bitstreams, image metrics, text-spotting F1, baselines",
+    "registry": "list or promote registered models (MLflow)",
+    "pipeline": "end to end: data, shards, stage 1, stage 2, evaluate, register",
+    "lineage": "registered model -> run -> config -> shards (and --rebuild)",
+    "zoo": "models shipped in the package: list, show, export (zoo:NAME)",
 }
 
 DEBUG_FLAG = "--debug"
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"{DEBUG_FLAG} (anywhere): show the traceback of a failure instead of one line",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
+    for name, help_text in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.tracking import apply_network_defaults
 
         apply_network_defaults()
-        module = importlib.import_module(COMMANDS[argv[0]][0])
+        module = importlib.import_module(f"jobs.{argv[0]}")
         return int(module.main(argv[1:]) or 0)
     except SystemExit:
         raise

@@ -307,33 +307,13 @@ def test_cli_errors_are_textboost_errors(model, tmp_path):
     ckpt = tmp_path / "model.pt"
     save_checkpoint(ckpt, model, TINY)
     (tmp_path / "junk.tbx").write_bytes(b"not a container")
-    assert (
-        cli(
-            [
-                "decompress",
-                str(tmp_path / "junk.tbx"),
-                "-o",
-                str(tmp_path / "o.png"),
-                "--model",
-                str(ckpt),
-            ]
-        )
-        == 1
-    )
     (tmp_path / "junk.png").write_bytes(b"not an image")
-    assert (
-        cli(
-            [
-                "compress",
-                str(tmp_path / "junk.png"),
-                "-o",
-                str(tmp_path / "o.tbx"),
-                "--model",
-                str(ckpt),
-            ]
-        )
-        == 1
-    )
+    for command, src, dst in (
+        ("decompress", "junk.tbx", "o.png"),
+        ("compress", "junk.png", "o.tbx"),
+    ):
+        argv = [command, str(tmp_path / src), "-o", str(tmp_path / dst), "--model", str(ckpt)]
+        assert cli(argv) == 1, command
 
 
 @pytest.mark.slow  # RapidOCR model load + inference: ~5-12 s
