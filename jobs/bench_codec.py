@@ -35,7 +35,7 @@ def scene(height: int, width: int, seed: int = 0):
     """A smooth synthetic scene with small text, and the words drawn on it."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from textboost.words import Word
+    from textboost.text.words import Word
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

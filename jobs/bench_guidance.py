@@ -44,7 +44,7 @@ def rate(fn, items: list, rounds: int) -> tuple[float, float]:
     CPU time of this single-threaded process (``time.process_time``) is what one core
     delivers, whatever else runs on the machine.
     """
-    from textboost import guidance
+    from textboost.text import guidance
 
     guidance._glyph.cache_clear()
     guidance._natural_size.cache_clear()
@@ -58,9 +58,9 @@ def rate(fn, items: list, rounds: int) -> tuple[float, float]:
 
 
 def bench_maps(index, t: float, rounds: int) -> dict:
-    from textboost.filtering import filter_words
-    from textboost.guidance import render_guidance, render_text_mask
-    from textboost.side_info import bits_per_pixel, decode_side_info, encode_side_info
+    from textboost.text.filtering import filter_words
+    from textboost.text.guidance import render_guidance, render_text_mask
+    from textboost.text.side_info import bits_per_pixel, decode_side_info, encode_side_info
 
     sent, legible, sizes, bpp = [], [], {"gzip": [], "compact": []}, {"gzip": [], "compact": []}
     methods: Counter = Counter()
@@ -118,7 +118,7 @@ def write_big_textocr(path: Path, index, n_words: int, seed: int) -> None:
 
 PARSE_CHILD = """
 import gc, json, sys, time
-from textboost.ocr import read_textocr
+from textboost.text.ocr import read_textocr
 
 def mem(key):  # MB, from /proc: VmHWM is the peak resident set of this process
     for line in open("/proc/self/status"):
@@ -151,7 +151,7 @@ def bench_parse(index, n_words: int, seed: int, tmp: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from textboost.ocr import read_textocr
+    from textboost.text.ocr import read_textocr
 
     args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_guidance_") as tmp:

@@ -37,9 +37,9 @@ def _stages(cfg, split: str = "train") -> dict[str, float]:
     """Mean CPU milliseconds per sample of each step of ``process_sample`` (plain loop)."""
     from pipeline import heap, image_io, png, sample_words
     from pipeline.shards import plan
-    from textboost.filtering import filter_words
-    from textboost.guidance import render_guidance
-    from textboost.side_info import decode_side_info, encode_side_info
+    from textboost.text.filtering import filter_words
+    from textboost.text.guidance import render_guidance
+    from textboost.text.side_info import decode_side_info, encode_side_info
 
     heap.steady_heap()  # as run_shard does
     tasks, refs = plan(cfg, split)

@@ -19,7 +19,7 @@ from jobs.common import (
     write_output,
 )
 from textboost.container import MAX_PIXELS
-from textboost.words import Word
+from textboost.text.words import Word
 
 DEFAULT_T = 800.0  # the paper's T_test on full-resolution images (data.filter.t_test)
 
@@ -29,10 +29,10 @@ def ocr_words(image, ocr: str | None, image_id: str | None) -> list[Word]:
     if not ocr:
         return []
     if ocr == "auto":
-        from textboost.ocr import ocr_image_words
+        from textboost.text.ocr import ocr_image_words
 
         return ocr_image_words(image)  # RGB -> the BGR array RapidOCR expects
-    from textboost.ocr import read_annotations
+    from textboost.text.ocr import read_annotations
 
     return read_annotations(ocr, image_id)
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from textboost.checkpoint import load_checkpoint
     from textboost.codec import encode_image, open_image
     from textboost.container import describe
-    from textboost.filtering import filter_words
+    from textboost.text.filtering import filter_words
 
     image = open_image(args.image, args.max_pixels)
     image_id = args.image_id or Path(args.image).stem

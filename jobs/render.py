@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import PurePosixPath
 
 from textboost.config import FilterConfig
-from textboost.words import Word
+from textboost.text.words import Word
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_words(args: argparse.Namespace, image) -> list[Word]:
-    from textboost.ocr import ocr_image_words, read_annotations
+    from textboost.text.ocr import ocr_image_words, read_annotations
 
     if args.ocr == "rapidocr":
         return ocr_image_words(image)
@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from textboost.codec import open_image
-    from textboost.filtering import filter_words, reason_kind
-    from textboost.guidance import overlay, render_guidance
-    from textboost.side_info import bits_per_pixel, decode_side_info, encode_side_info
+    from textboost.text.filtering import filter_words, reason_kind
+    from textboost.text.guidance import overlay, render_guidance
+    from textboost.text.side_info import bits_per_pixel, decode_side_info, encode_side_info
 
     args = build_parser().parse_args(argv)
     image = open_image(args.image)

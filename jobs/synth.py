@@ -15,7 +15,7 @@ import io
 
 from textboost.config import SynthConfig, load_config, section_from_dict, to_dict
 from textboost.errors import ConfigError
-from textboost.words import Word
+from textboost.text.words import Word
 
 FLAG_KEYS = ("images", "seed", "format", "backgrounds", "fonts", "max_side", "min_side")
 READ_BUCKETS = ((0.0, 12.0, "<12 px"), (12.0, 30.0, "12-30 px"), (30.0, 1e9, ">30 px"))
@@ -86,9 +86,9 @@ def ocr_read_counts(images, counts: dict[str, list[int]] | None = None) -> dict[
     """Add each image's legible words, read or not, to ``counts`` (bucket -> [read, total]).
 
     ``images`` yields ``(RGB image, [(word, cap height px), ...])``; the image goes to RapidOCR
-    through ``textboost.ocr.run_rapidocr`` (RGB -> BGR, the shared engine).
+    through ``textboost.text.ocr.run_rapidocr`` (RGB -> BGR, the shared engine).
     """
-    from textboost.ocr import run_rapidocr
+    from textboost.text.ocr import run_rapidocr
 
     counts = counts if counts is not None else {name: [0, 0] for _, _, name in READ_BUCKETS}
     for image, legible in images:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from textboost.errors import ShardError
-from textboost.words import Word
+from textboost.text.words import Word
 
 IMAGE_KEYS = ("jpg", "png")
 
@@ -66,7 +66,7 @@ def decode_sample(sample: dict) -> tuple[np.ndarray, np.ndarray, list[Word]]:
 
 def text_mask(words: list[Word], height: int, width: int) -> np.ndarray:
     """Binary mask (uint8 {0,1}) of the word polygons for L_gc (paper 4.3, Eq. 6)."""
-    from textboost.guidance import render_text_mask
+    from textboost.text.guidance import render_text_mask
 
     return np.asarray(render_text_mask(words, height, width), dtype=np.uint8)
 
@@ -133,7 +133,7 @@ def random_crop(
         out_mask[:ch, :cw] = text_mask(shifted, ch, cw)
     crop = Crop(out_img, out_guide, out_mask)
     if with_colour:
-        from textboost.colours import colour_guidance, word_colours
+        from textboost.text.colours import colour_guidance, word_colours
 
         near = _in_window(words, x0, y0, size)
         cmap, box = colour_guidance(out_guide, near, word_colours(image, near), (x0, y0))

@@ -47,7 +47,7 @@ def crop_panel(sample: Sample, label: str, result: SampleResult, side: int = 256
     if "textboost" in recon:
         panels.append(("Guidance map", guide))
     else:  # a baseline model: nothing is sent; its encoder read the words' mask or tokens
-        from textboost.guidance import render_text_mask
+        from textboost.text.guidance import render_text_mask
 
         w, h = sample.image.size
         mask = render_text_mask(result.words, h, w) * 255

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from textboost.config import SourceConfig, TextBoostConfig
-from textboost.words import Word
+from textboost.text.words import Word
 
 
 @dataclass
@@ -113,7 +113,7 @@ def prepare_sample(item: EvalItem, cfg: TextBoostConfig) -> Sample:
     from pipeline.samples import load_input
     from pipeline.shards import sample_spec
     from textboost.errors import ShardError
-    from textboost.filtering import filter_words
+    from textboost.text.filtering import filter_words
 
     if item.fields is not None:
         data = next((item.fields[k] for k in ("jpg", "png") if k in item.fields), None)

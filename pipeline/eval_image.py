@@ -78,10 +78,10 @@ def _overlay(decoded) -> Image.Image:
     """The no-learning baseline of a colour container, from its one decoding
     (``codec.decode_full``): the backbone's output with each sent word's box filled with its
     background colour and the guidance glyphs drawn in its text colour
-    (``textboost.colours.overlay``): what the side info gives without the fusion block."""
+    (``textboost.text.colours.overlay``): what the side info gives without the fusion block."""
     import numpy as np
 
-    from textboost import colours
+    from textboost.text import colours
 
     cmap, box = decoded.maps
     return Image.fromarray(colours.overlay(np.asarray(decoded.base), cmap, box))
@@ -107,7 +107,7 @@ def evaluate_sample(
     model's own side-info threshold (``eval.model_t_test``)."""
     from textboost import baselines, container
     from textboost.codec import decode_full, encode_image
-    from textboost.filtering import filter_words
+    from textboost.text.filtering import filter_words
 
     fmt = cfg.shards.side_info_format
     words = filter_words(sample.candidates, t_test)[0] if t_test > 0 else sample.side_words

@@ -44,7 +44,7 @@ class TextBoostCodec(PythonModel):
     def compress(self, image, words=None) -> bytes:
         """PIL image (+ optional ``Word`` list; None: RapidOCR) -> container bytes."""
         from textboost.codec import encode_image, to_rgb8
-        from textboost.filtering import filter_words
+        from textboost.text.filtering import filter_words
 
         image = to_rgb8(image)
         if words is None:
@@ -95,7 +95,7 @@ def _open_image(data: bytes):
 
 def _words_from_json(value: Any):
     from textboost.errors import AnnotationError
-    from textboost.words import Word
+    from textboost.text.words import Word
 
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None

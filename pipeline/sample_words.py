@@ -9,7 +9,7 @@ from PIL import Image
 from pipeline.image_io import read_range
 from pipeline.sources import ANN_ERROR, ANN_ICDAR, ANN_OCR, ANN_TEXTOCR, SampleRef
 from textboost.errors import AnnotationError
-from textboost.words import Word
+from textboost.text.words import Word
 
 
 def textocr_words(words_json: str) -> list[Word]:
@@ -19,7 +19,7 @@ def textocr_words(words_json: str) -> list[Word]:
 
 def ocr_words(image: Image.Image) -> list[Word]:
     """Words found by RapidOCR (the shared one-thread engine: reproducible; RGB -> BGR)."""
-    from textboost.ocr import ocr_image_words
+    from textboost.text.ocr import ocr_image_words
 
     return ocr_image_words(image)
 
@@ -36,7 +36,7 @@ def annotation_words(ref: SampleRef, subject: str = "this image") -> list[Word] 
     if ref.ann_kind == ANN_ICDAR:
         if not ref.ann:
             raise AnnotationError(f"no ground-truth file gt_{ref.id}.txt for {subject}")
-        from textboost.ocr import read_icdar2015_gt
+        from textboost.text.ocr import read_icdar2015_gt
 
         return read_icdar2015_gt(read_range(ref.ann), name=ref.ann)
     return None

@@ -22,7 +22,7 @@ from pipeline.png import encode_png
 from pipeline.sample_words import sample_words
 from pipeline.sources import ANN_NONE, ANN_OCR, ANN_SYNTH, SampleRef
 from textboost.errors import TextBoostError
-from textboost.words import Word
+from textboost.text.words import Word
 
 SYNTH_JPEG_QUALITY = 90  # synthetic images made in the task: JPEG, as textboost.synth_sets.generate
 FIELDS = ("guide.png", "meta.json", "ocr.json", "side.bin")  # plus "jpg" or "png"
@@ -94,9 +94,9 @@ def build_fields(
     words: list[Word],
 ) -> dict[str, bytes]:
     """Filter -> side info -> decoded side info -> guidance map; plus ocr.json and meta.json."""
-    from textboost.filtering import filter_words
-    from textboost.guidance import render_guidance
-    from textboost.side_info import decode_side_info, encode_side_info
+    from textboost.text.filtering import filter_words
+    from textboost.text.guidance import render_guidance
+    from textboost.text.side_info import decode_side_info, encode_side_info
 
     width, height = size
     kept, dropped = filter_words(words, spec.threshold)

@@ -189,10 +189,10 @@ def _synthetic(src: SourceConfig, split: str, synth: SynthConfig) -> list[Sample
 def _textocr(src: SourceConfig, split: str) -> list[SampleRef]:
     """TextOCR: one JSON for the split plus an image folder (``file_name`` or its basename).
 
-    The JSON is parsed once here (``textboost.ocr.read_textocr``); each reference carries
+    The JSON is parsed once here (``textboost.text.ocr.read_textocr``); each reference carries
     its image's words as compact JSON, or the reason its annotations are malformed.
     """
-    from textboost.ocr import read_textocr
+    from textboost.text.ocr import read_textocr
 
     if not src.annotations:
         raise ConfigError(f"data.{split}.annotations is empty; set the TextOCR JSON URL")

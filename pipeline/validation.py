@@ -70,7 +70,7 @@ class Validator:
                 "image": image.copy(),
             }
             if with_colour:
-                from textboost.colours import colour_guidance, word_colours
+                from textboost.text.colours import colour_guidance, word_colours
 
                 cmap, box = colour_guidance(guidance, words, word_colours(image, words))
                 item["cmap"] = torch.from_numpy(cmap).permute(2, 0, 1)[None].float() / 255.0

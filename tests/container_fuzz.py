@@ -161,7 +161,7 @@ def _scene(width: int, height: int, seed: int):
     import numpy as np
     from PIL import Image
 
-    from textboost.words import Word
+    from textboost.text.words import Word
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

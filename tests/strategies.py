@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from textboost.geometry import RotatedRect
+from textboost.text.geometry import RotatedRect
 
 
 def search(examples: int = 150):

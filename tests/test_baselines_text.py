@@ -21,8 +21,8 @@ from textboost.config import ModelConfig, load_config
 from textboost.errors import ConfigError, ContainerError
 from textboost.losses import RateDistortionLoss
 from textboost.model import build_model
+from textboost.text.words import Word
 from textboost.train_steps import prepare_stage, train_step, with_fusion
-from textboost.words import Word
 
 torch.set_num_threads(1)
 
@@ -178,7 +178,7 @@ def test_taco_decoder_never_reads_text():
     assert c.side_info == encode_side_info_empty(image)
     plain = decode_full(model, data).image
     # the same latents with the words at hand (in the side-info block): identical decoding
-    from textboost.side_info import encode_side_info
+    from textboost.text.side_info import encode_side_info
 
     c.side_info = encode_side_info(words, image.size)
     with_words = decode_full(model, container.pack(c)).image
@@ -192,7 +192,7 @@ def test_taco_decoder_never_reads_text():
 
 
 def encode_side_info_empty(image):
-    from textboost.side_info import encode_side_info
+    from textboost.text.side_info import encode_side_info
 
     return encode_side_info([], image.size)
 

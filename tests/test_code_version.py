@@ -57,8 +57,8 @@ def _copy_of_the_repository(dest: Path) -> Path:
 def test_the_real_code_version_follows_what_the_sample_code_imports(tmp_path: Path) -> None:
     files = module_files(ROOT, ENTRY_MODULES, PACKAGES)
     for module in ("pipeline/samples.py", "pipeline/shard_task.py", "pipeline/tarwriter.py",
-                   "textboost/guidance.py", "textboost/side_info.py", "textboost/synth.py",
-                   "textboost/ocr.py", "textboost/filtering.py", "textboost/geometry.py"):  # fmt: skip
+                   "textboost/text/guidance.py", "textboost/text/side_info.py", "textboost/synth.py",
+                   "textboost/text/ocr.py", "textboost/text/filtering.py", "textboost/text/geometry.py"):  # fmt: skip
         assert module in files, module  # lazily imported ones included
     assert "textboost/model.py" not in files
     assert not [f for f in files if f.startswith(("pipeline/training", "pipeline/train_"))]
@@ -70,6 +70,6 @@ def test_the_real_code_version_follows_what_the_sample_code_imports(tmp_path: Pa
     with open(copy / "textboost" / "model.py", "a") as f:  # the shard build never imports it
         f.write("\n# edited\n")
     assert source_digest(copy, ENTRY_MODULES, PACKAGES) == digest
-    with open(copy / "textboost" / "geometry.py", "a") as f:  # imported by the renderer
+    with open(copy / "textboost" / "text" / "geometry.py", "a") as f:  # imported by the renderer
         f.write("\n# edited\n")
     assert source_digest(copy, ENTRY_MODULES, PACKAGES) != digest

@@ -24,9 +24,9 @@ from textboost.codec import (
 )
 from textboost.config import ModelConfig
 from textboost.errors import CheckpointError, ContainerError
-from textboost.filtering import filter_words
 from textboost.model import build_model
-from textboost.words import Word
+from textboost.text.filtering import filter_words
+from textboost.text.words import Word
 
 torch.set_num_threads(1)
 

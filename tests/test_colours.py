@@ -10,14 +10,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from pipeline.crops import collate, random_crop, text_share
-from textboost import colours, container
+from textboost import container
 from textboost.codec import decode_container, encode_image, fusion_inputs
 from textboost.config import ModelConfig
 from textboost.errors import ContainerError
 from textboost.losses import GuidanceTargetLoss, legibility_weight
 from textboost.model import build_model
+from textboost.text import colours
+from textboost.text.words import Word
 from textboost.train_steps import prepare_stage, train_step, with_fusion
-from textboost.words import Word
 
 torch.set_num_threads(1)
 TEXT, BG = (200, 30, 40), (20, 90, 160)

@@ -56,8 +56,8 @@ def test_results_schema_and_rates_come_from_real_containers(data, twice):
     from textboost import container
     from textboost.checkpoint import load_checkpoint
     from textboost.codec import encode_image
-    from textboost.filtering import filter_words
-    from textboost.ocr import read_textocr
+    from textboost.text.filtering import filter_words
+    from textboost.text.ocr import read_textocr
 
     out = data["root"] / "out_a"
     res = json.loads((out / "results" / "textboost.json").read_text())

@@ -9,7 +9,7 @@ from textboost.f1 import (
     match_image,
     transcriptions_match,
 )
-from textboost.words import Word
+from textboost.text.words import Word
 
 
 def evaluate_set(pairs) -> dict[str, float]:

@@ -7,15 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textboost.errors import ConfigError
-from textboost.filtering import (
+from textboost.text.filtering import (
     avg_char_area,
     filter_words,
     keep_word,
     num_chars,
     reason_kind,
 )
-from textboost.geometry import RotatedRect
-from textboost.words import Word
+from textboost.text.geometry import RotatedRect
+from textboost.text.words import Word
 
 
 def box(w: float, h: float, text: str, legible: bool = True, angle: float = 0.0) -> Word:

@@ -13,7 +13,7 @@ from shapely.geometry import Point, Polygon
 from strategies import point_lists, rotated_rects, search
 
 from textboost.errors import GeometryError
-from textboost.geometry import (
+from textboost.text.geometry import (
     RotatedRect,
     min_rotated_rect,
     normalize_angle,

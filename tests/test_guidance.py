@@ -13,8 +13,8 @@ from PIL import Image, ImageFilter
 from strategies import search
 
 from textboost.errors import ImageError
-from textboost.geometry import RotatedRect
-from textboost.guidance import (
+from textboost.text.geometry import RotatedRect
+from textboost.text.guidance import (
     FONT_CHARS,
     _natural_size,
     font,
@@ -22,7 +22,7 @@ from textboost.guidance import (
     render_text_mask,
     renderable_text,
 )
-from textboost.words import Word
+from textboost.text.words import Word
 
 SETTINGS = search(100)
 alnum = st.text(
@@ -203,8 +203,8 @@ def test_text_mask_fills_polygons():
 
 def test_render_cli_writes_the_decoders_map_and_an_overlay(tmp_path, capsys):
     from jobs.render import main
-    from textboost.ocr import read_icdar2015_gt
-    from textboost.side_info import decode_side_info, encode_side_info
+    from textboost.text.ocr import read_icdar2015_gt
+    from textboost.text.side_info import decode_side_info, encode_side_info
 
     image = Image.new("RGB", (320, 200), (90, 110, 130))
     image.save(tmp_path / "img_1.jpg")

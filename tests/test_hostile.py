@@ -75,7 +75,7 @@ def _err(capsys) -> str:
 
 
 def _container(model, width: int, height: int, strings: list[bytes]) -> bytes:
-    from textboost.side_info import encode_side_info
+    from textboost.text.side_info import encode_side_info
 
     c = container.Container(
         model.identity(), width, height, padding_for(height, width),
@@ -486,7 +486,7 @@ def test_same_size_tampered_shard_fails_the_rebuild_check(tmp_path, capsys):
 
 
 def test_textocr_json_errors_name_the_file(tmp_path):
-    from textboost.ocr import read_annotations
+    from textboost.text.ocr import read_annotations
 
     bad = tmp_path / "ann.json"
     bad.write_text('{"imgs": ')
@@ -496,7 +496,7 @@ def test_textocr_json_errors_name_the_file(tmp_path):
 
 
 def test_overlong_word_names_its_annotation(tmp_path):
-    from textboost.ocr import read_annotations, read_icdar2015_gt, read_textocr
+    from textboost.text.ocr import read_annotations, read_icdar2015_gt, read_textocr
 
     doc = {
         "imgs": {"a": {"id": "a", "width": 64, "height": 64, "file_name": "a.jpg"}},

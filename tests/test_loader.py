@@ -15,7 +15,7 @@ from PIL import Image
 from pipeline.crops import decode_sample, random_crop, text_mask
 from pipeline.loader import LoaderSpec, SkipTally, derive_seed, make_loader, reader_shards
 from textboost.errors import ShardError
-from textboost.words import Word
+from textboost.text.words import Word
 
 torch.set_num_threads(1)
 

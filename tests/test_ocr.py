@@ -11,8 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textboost.errors import AnnotationError, TextBoostError
-from textboost.ocr import read_annotations, read_icdar2015_gt, read_textocr, words_from_rapidocr
-from textboost.words import Word
+from textboost.text.ocr import (
+    read_annotations,
+    read_icdar2015_gt,
+    read_textocr,
+    words_from_rapidocr,
+)
+from textboost.text.words import Word
 
 
 def textocr_doc() -> dict:
@@ -206,8 +211,8 @@ def test_rapidocr_result_forms():
 def test_real_rapidocr_engine_reads_rendered_text():
     from PIL import Image, ImageDraw
 
-    from textboost.guidance import font
-    from textboost.ocr import ocr_image_words
+    from textboost.text.guidance import font
+    from textboost.text.ocr import ocr_image_words
 
     image = Image.new("RGB", (320, 120), "white")
     ImageDraw.Draw(image).text((20, 30), "HELLO 2024", fill="black", font=font(40))

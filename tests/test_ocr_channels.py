@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from textboost.ocr import rapidocr_engine, to_rapidocr, words_from_rapidocr
+from textboost.text.ocr import rapidocr_engine, to_rapidocr, words_from_rapidocr
 
 pytestmark = pytest.mark.slow  # RapidOCR inference: ~2-3 s per call here
 
 
 @pytest.fixture(scope="module")
 def image() -> Image.Image:
-    from textboost.guidance import font
+    from textboost.text.guidance import font
 
     im = Image.new("RGB", (360, 200), (20, 20, 230))
     draw = ImageDraw.Draw(im)

@@ -69,7 +69,7 @@ def test_pyfunc_from_alias_decodes_bit_exactly_like_the_cli(env, tmp_path):
 
     from jobs.cli import main
     from textboost.checkpoint import load_checkpoint
-    from textboost.ocr import read_textocr
+    from textboost.text.ocr import read_textocr
 
     cfg, root = env["cfg"], env["root"]
     tracking.setup_mlflow(cfg.mlflow)

@@ -149,8 +149,8 @@ def test_bytes_identical_across_reruns_worker_counts_and_executors(reference, da
 
 
 def test_webdataset_reads_every_sample_with_all_fields(reference):
-    from textboost.guidance import render_guidance
-    from textboost.side_info import decode_side_info
+    from textboost.text.guidance import render_guidance
+    from textboost.text.side_info import decode_side_info
 
     urls = shard_urls(str(reference), "train")
     samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from strategies import point_lists, rotated_rects, search
 
 from textboost.errors import SideInfoError
-from textboost.geometry import RotatedRect, min_rotated_rect, normalize_angle
-from textboost.side_info import (
+from textboost.text.geometry import RotatedRect, min_rotated_rect, normalize_angle
+from textboost.text.side_info import (
     ANGLE_STEPS,
     COMPACT,
     GZIP,
@@ -25,8 +25,8 @@ from textboost.side_info import (
     decode_side_info_full,
     encode_side_info,
 )
+from textboost.text.words import Word
 from textboost.varint import put_uvarint
-from textboost.words import Word
 
 SETTINGS = search(150)
 rects = rotated_rects((-100, 2100), (-100, 1600), (0.3, 600), (0.3, 150), (-180, 180))

@@ -61,8 +61,8 @@ def test_textocr_refs_are_sorted_keyed_and_fingerprinted(textocr_dir: Path, tmp_
 
 
 def test_textocr_sample_keeps_original_bytes_and_renders_decoded_side_info(textocr_dir: Path):
-    from textboost.guidance import render_guidance
-    from textboost.side_info import decode_side_info
+    from textboost.text.guidance import render_guidance
+    from textboost.text.side_info import decode_side_info
 
     ref = list_source(_textocr(textocr_dir))[0]
     sample = process_sample(ref, SPEC)

@@ -16,7 +16,7 @@ from jobs.synth import ocr_read_flags
 from textboost.errors import ConfigError, TextBoostError
 from textboost.synth import SynthStyle, synth_image
 from textboost.synth_sets import generate, jpeg_bytes
-from textboost.vocab import BUILTIN_FONT, find_fonts, random_word
+from textboost.text.vocab import BUILTIN_FONT, find_fonts, random_word
 
 SMALL = dict(max_side=256, min_side=160)
 SEED = 3
@@ -209,7 +209,7 @@ def test_rapidocr_reads_large_words_not_tiny_ones():
     fail if the text were garbled, mis-annotated (a shifted polygon matches no detection) or
     unreadably rendered, or if tiny words were as easy to read as large ones.
     """
-    from textboost.ocr import run_rapidocr
+    from textboost.text.ocr import run_rapidocr
 
     shares = []
     for cap_min, cap_max, n_images in ((28.0, 48.0, 3), (6.0, 8.0, 2)):

@@ -23,7 +23,7 @@ from textboost.errors import ConfigError, ContainerError
 from textboost.model import build_model
 from textboost.padding import padding_for
 from textboost.tcm import TCM, WindowAttention
-from textboost.words import Word
+from textboost.text.words import Word
 
 torch.set_num_threads(1)
 

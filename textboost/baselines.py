@@ -192,7 +192,7 @@ def decode_backbone(model, data: bytes) -> Image.Image:
 def backbone_container(data: bytes, side_info_format: str = "compact") -> bytes:
     """The same container with an empty side-info block: what the backbone alone transmits."""
     from textboost import container
-    from textboost.side_info import encode_side_info
+    from textboost.text.side_info import encode_side_info
 
     c = container.unpack(data)
     empty = encode_side_info([], (c.width, c.height), side_info_format)

@@ -24,7 +24,7 @@ from textboost import container
 from textboost.errors import ContainerError, ImageError, SideInfoError
 from textboost.model import TextBoost
 from textboost.padding import padding_for
-from textboost.words import Word
+from textboost.text.words import Word
 
 MAX_PIXELS = container.MAX_PIXELS  # ~33.5 MP: default limit on both sides (--max-pixels)
 MAX_DECODE_PIXELS = MAX_PIXELS  # refuse to allocate more for a (hostile) container
@@ -144,7 +144,7 @@ def tensor_to_image(x: torch.Tensor) -> Image.Image:
 
 def guidance_tensor(words: list[Word], height: int, width: int) -> torch.Tensor:
     """Rendered guidance map (paper 4.1) as a 1x1xHxW float tensor in [0, 1]."""
-    from textboost.guidance import render_guidance
+    from textboost.text.guidance import render_guidance
 
     g = render_guidance(words, height, width)  # HxW uint8, text white on black
     return torch.from_numpy(np.asarray(g, dtype=np.float32) / 255.0)[None, None]
@@ -159,7 +159,7 @@ def encode_image(
 ) -> bytes:
     """Encode ``image`` and its (filtered) OCR ``words`` into container bytes. Images above
     ``max_pixels`` are refused: the decoder refuses them with the same default."""
-    from textboost.side_info import encode_side_info
+    from textboost.text.side_info import encode_side_info
 
     width, height = image.size
     if not (1 <= width <= container.MAX_SIDE and 1 <= height <= container.MAX_SIDE):
@@ -176,8 +176,8 @@ def encode_image(
     side_info = encode_side_info(words, (width, height), side_info_format)
     colour_block = b""
     if model.needs_colour and words:
-        from textboost import colours
-        from textboost.side_info import decode_side_info
+        from textboost.text import colours
+        from textboost.text.side_info import decode_side_info
 
         sent = decode_side_info(side_info)  # the words exactly as the decoder will see them
         colour_block = colours.pack(colours.word_colours(np.asarray(to_rgb8(image)), sent))
@@ -197,7 +197,7 @@ def encoder_inputs(model: TextBoost, words: list[Word], height: int, width: int)
     ``roi_mask`` (kind=roi: the filled word polygons, 1x1xHxW, as ``render_text_mask``
     builds the training mask), ``text`` (kind=taco_style: the word tokens); TextBoost: {}."""
     if model.encoder_input == "roi_mask":
-        from textboost.guidance import render_text_mask
+        from textboost.text.guidance import render_text_mask
 
         mask = np.asarray(render_text_mask(words, height, width), dtype=np.float32)
         return {"roi_mask": torch.from_numpy(mask)[None, None]}
@@ -215,7 +215,7 @@ def colour_maps(
     fusion block, from the container's colour block; None for a model without colour."""
     if not model.needs_colour:
         return None
-    from textboost import colours
+    from textboost.text import colours
 
     if words and not colour_block:
         raise ContainerError(
@@ -238,7 +238,7 @@ def fusion_inputs(
     """What the fusion block takes, as the decoder renders it: ``guidance`` (1x1xHxW) and,
     for the colour block, ``cmap`` (1x3xHxW in [0, 1]) and ``box`` (1x1xHxW). ``guidance``
     and ``maps``: already rendered (``render_guidance``, ``colour_maps``)."""
-    from textboost.guidance import render_guidance
+    from textboost.text.guidance import render_guidance
 
     g = render_guidance(words, height, width) if guidance is None else guidance  # HxW uint8
     out = {"guidance": torch.from_numpy(np.asarray(g, dtype=np.float32) / 255.0)[None, None]}
@@ -276,7 +276,7 @@ def decode_container(
 def decode_full(model: TextBoost, data: bytes, max_pixels: int = MAX_DECODE_PIXELS) -> Decoded:
     """``decode_container`` keeping what it computed on the way (one entropy decode, one
     side-info decode): the evaluation scores TextBoost, the backbone and the overlay from it."""
-    from textboost.guidance import render_guidance
+    from textboost.text.guidance import render_guidance
 
     c = container.unpack(data)
     _check_compatible(model, c, max_pixels)
@@ -348,7 +348,7 @@ def guarded_strings(
 
 def decode_words(c: container.Container) -> list[Word]:
     """The words carried by a container's side-info block (checked against its image size)."""
-    from textboost.side_info import decode_side_info_full
+    from textboost.text.side_info import decode_side_info_full
 
     try:
         info = decode_side_info_full(c.side_info)

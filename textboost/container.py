@@ -9,9 +9,9 @@ compact (``varint`` = unsigned LEB128, at most 5 bytes)::
     width        varint  original image size (1..MAX_SIDE)
     height       varint
     padding      4  u8 x 4: left, right, top, bottom (to multiples of 64)
-    side info    varint length + side-info bytes (textboost.side_info)
+    side info    varint length + side-info bytes (textboost.text.side_info)
     colours      version 2 only: varint length + 6 bytes per side-info word (text and
-                 background RGB, textboost.colours), for ``model.fusion=colour``
+                 background RGB, textboost.text.colours), for ``model.fusion=colour``
     strings      u8 number of string lists, u8 strings per list (batch),
                  then per string: varint length + bytes (compressai ``strings`` list of lists)
     checksum     4  crc32 (little-endian) of everything before it

@@ -26,7 +26,7 @@ from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import make_valid
 
-from textboost.words import Word
+from textboost.text.words import Word
 
 IOU_THRESHOLD = 0.5
 DONT_CARE_OVERLAP = 0.5

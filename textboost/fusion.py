@@ -175,7 +175,7 @@ class ColourFusionBlock(nn.Module):
     """Fusion of the decoder RGB with the *colour* guidance map (``model.fusion=colour``).
 
     Inputs per pixel: ``x_base`` (3), the colour guidance map ``cmap`` (3: each sent word's
-    background colour inside its box, its glyphs in its text colour; ``textboost.colours``),
+    background colour inside its box, its glyphs in its text colour; ``textboost.text.colours``),
     the box mask (1) and the glyph map ``g`` (1). A small dilated CNN (receptive radius 8 px)
     predicts a blend weight ``a`` in [0, 1] and a colour correction ``r``::
 

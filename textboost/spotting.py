@@ -32,8 +32,8 @@ import numpy as np
 from PIL import Image
 
 from textboost.errors import AnnotationError
-from textboost.ocr import run_rapidocr
-from textboost.words import Word
+from textboost.text.ocr import run_rapidocr
+from textboost.text.words import Word
 
 WORD_GAP = 0.25  # gap between character boxes (line heights) that may separate two words
 BLANK_RUN = 0.25  # ink-free band (line heights) that confirms a word gap
@@ -156,7 +156,7 @@ class Spotter:
     """
 
     def __init__(self, threads: int = 1, text_score: float = 0.5) -> None:
-        from textboost.ocr import rapidocr_engine
+        from textboost.text.ocr import rapidocr_engine
 
         self.threads = threads
         self.text_score = text_score
@@ -192,7 +192,7 @@ class Spotter:
 
 @lru_cache(maxsize=4)
 def _engine_lock(threads: int, text_score: float) -> threading.Lock:
-    """One lock per shared engine (``textboost.ocr.rapidocr_engine`` caches by the same key)."""
+    """One lock per shared engine (``textboost.text.ocr.rapidocr_engine`` caches by the same key)."""
     return threading.Lock()
 
 

@@ -2,7 +2,7 @@
 
 Stand-in for the paper's datasets (5.1.1) when no real scene-text set is reachable: natural-
 looking backgrounds (procedural textures, or crops of real photos; ``synth_backgrounds``),
-words from the built-in vocabulary (``textboost.vocab``) in every system font plus Pillow's
+words from the built-in vocabulary (``textboost.text.vocab``) in every system font plus Pillow's
 built-in font, cap heights from about 6 to 80 px, rotations up to +-90 degrees, mild
 shear/perspective, blur, noise and JPEG artefacts, and some illegible words. Large words are
 readable by an OCR engine, small ones mostly are not: the regime TextBoost targets (paper 1,
@@ -29,8 +29,8 @@ from textboost.synth_backgrounds import (
     procedural_background,
     smooth_field,
 )
-from textboost.vocab import cap_ratio, find_fonts, font, random_word
-from textboost.words import Word
+from textboost.text.vocab import cap_ratio, find_fonts, font, random_word
+from textboost.text.words import Word
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 

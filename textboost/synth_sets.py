@@ -16,8 +16,8 @@ from PIL import Image
 from textboost.errors import ConfigError
 from textboost.synth import SynthStyle, SynthWord, check_args, synth_words
 from textboost.synth_backgrounds import list_backgrounds
-from textboost.vocab import find_fonts
-from textboost.words import Word
+from textboost.text.vocab import find_fonts
+from textboost.text.words import Word
 
 SIZE_BUCKETS = ((0, 8), (8, 12), (12, 20), (20, 30), (30, 50), (50, 1e9))
 

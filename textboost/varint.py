@@ -1,5 +1,5 @@
 """Unsigned LEB128 varints, shared by the container (``textboost.container``) and the side
-information (``textboost.side_info``) formats: 7 bits per byte, low bits first, the high bit
+information (``textboost.text.side_info``) formats: 7 bits per byte, low bits first, the high bit
 set on every byte but the last."""
 
 from __future__ import annotations

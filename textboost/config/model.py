@@ -46,7 +46,7 @@ class ModelConfig:
     fusion_gate_radius: int = 4
     # paper: the block of Fig. 4 on the white-on-black guidance map. colour: the encoder also
     # sends each word's text and background colour (6 bytes a word, counted in bpp) and the
-    # block sees a colour guidance map (textboost.colours, fusion.ColourFusionBlock).
+    # block sees a colour guidance map (textboost.text.colours, fusion.ColourFusionBlock).
     fusion: str = "paper"
     fusion_width: int = 32  # colour block: channels of its CNN
     # colour block: width of its global refinement path (fusion.Refiner; 0 = none). Trained in

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from textboost.errors import ContainerError, GeometryError
-from textboost.geometry import rasterize_polygon, repair_polygon
-from textboost.words import Word
+from textboost.text.geometry import rasterize_polygon, repair_polygon
+from textboost.text.words import Word
 
 BYTES_PER_WORD = 6  # text RGB, background RGB
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)

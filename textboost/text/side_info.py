@@ -28,9 +28,9 @@ import zlib
 from dataclasses import dataclass
 
 from textboost.errors import GeometryError, SideInfoError
-from textboost.geometry import RotatedRect, min_rotated_rect
+from textboost.text.geometry import RotatedRect, min_rotated_rect
+from textboost.text.words import Word
 from textboost.varint import VarintError, put_uvarint, read_uvarint
-from textboost.words import Word
 
 GZIP, COMPACT = 0x10, 0x20
 FORMATS = {"gzip": GZIP, "compact": COMPACT}

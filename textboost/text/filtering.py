@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from textboost.errors import ConfigError, GeometryError
-from textboost.geometry import repair_polygon
-from textboost.words import Word
+from textboost.text.geometry import repair_polygon
+from textboost.text.words import Word
 
 
 def num_chars(text: str) -> int:

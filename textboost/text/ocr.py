@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from textboost.errors import AnnotationError
-from textboost.words import Word
+from textboost.text.words import Word
 
 TEXTOCR_ILLEGIBLE = "."
 ICDAR_ILLEGIBLE = "###"
@@ -62,7 +62,7 @@ def _number(v: Any) -> float:
 def _check_text_length(text: str) -> None:
     """A word must fit in the side info (``side_info.MAX_TEXT_BYTES`` UTF-8 bytes)."""
     if len(text) > 256:  # a character is <= 4 bytes: only then can it exceed 1024
-        from textboost.side_info import MAX_TEXT_BYTES
+        from textboost.text.side_info import MAX_TEXT_BYTES
 
         n = len(text.encode("utf-8", "surrogatepass"))
         if n > MAX_TEXT_BYTES:

@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from textboost.errors import GeometryError, ImageError
-from textboost.geometry import RotatedRect, min_rotated_rect, rasterize_polygon, repair_polygon
-from textboost.words import Word
+from textboost.text.geometry import RotatedRect, min_rotated_rect, rasterize_polygon, repair_polygon
+from textboost.text.words import Word
 
 REF_SIZE = 64  # font size at which the text's natural ink box is measured
 FONT_MIN, FONT_MAX = 6, 128  # rendered sizes; the affine resampling covers the rest
