@@ -54,9 +54,14 @@ def scene(height: int, width: int, seed: int = 0):
 def bench_backbone(kind: str, n: int, m: int, image, words, repeats: int) -> dict:
     import torch
 
-    from textboost.codec import decode_container, encode_image, guidance_tensor, image_to_tensor
+    from textboost.codec.container import describe
+    from textboost.codec.image_codec import (
+        decode_container,
+        encode_image,
+        guidance_tensor,
+        image_to_tensor,
+    )
     from textboost.config import ModelConfig
-    from textboost.container import describe
     from textboost.model import build_model
     from textboost.padding import pad
 

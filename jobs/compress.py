@@ -18,7 +18,7 @@ from jobs.common import (
     refuse_same_file,
     write_output,
 )
-from textboost.container import MAX_PIXELS
+from textboost.codec.container import MAX_PIXELS
 from textboost.text.words import Word
 
 DEFAULT_T = 800.0  # the paper's T_test on full-resolution images (data.filter.t_test)
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             refuse_same_file(source, args.output)
 
     from textboost.checkpoint import load_checkpoint
-    from textboost.codec import encode_image, open_image
-    from textboost.container import describe
+    from textboost.codec.container import describe
+    from textboost.codec.image_codec import encode_image, open_image
     from textboost.text.filtering import filter_words
 
     image = open_image(args.image, args.max_pixels)

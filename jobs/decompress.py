@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 from jobs.common import check_model_service, positive_int, refuse_same_file, write_output
-from textboost.container import MAX_PIXELS
+from textboost.codec.container import MAX_PIXELS
 from textboost.errors import ContainerError
 
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     import io
 
     from textboost.checkpoint import load_checkpoint
-    from textboost.codec import decode_container
+    from textboost.codec.image_codec import decode_container
 
     check_model_service(args.model)
     model, _ = load_checkpoint(args.model)

@@ -1,7 +1,7 @@
 """``python -m jobs.gpu_smoke [--cpu]``: a few minutes that show the pipeline works on a GPU.
 
 On one GPU, with the project's own entry points (``load_config``, ``build_shards``,
-``run_training``, ``textboost.codec``), in a scratch workdir:
+``run_training``, ``textboost.codec.image_codec``), in a scratch workdir:
 
 1. synthetic scene-text shards (train and val splits) and the training loader's samples/s
    (``jobs.bench_train.loader_throughput``);
@@ -112,7 +112,7 @@ def codec_round_trip(checkpoint: str, shards: str, device: str) -> dict:
     from pipeline.loader import shard_list
     from pipeline.validation import _read_samples
     from textboost.checkpoint import load_checkpoint
-    from textboost.codec import decode_container, encode_image
+    from textboost.codec.image_codec import decode_container, encode_image
     from textboost.metrics import psnr
 
     model, _ = load_checkpoint(checkpoint, map_location=device)

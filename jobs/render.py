@@ -44,7 +44,7 @@ def read_words(args: argparse.Namespace, image) -> list[Word]:
 def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
-    from textboost.codec import open_image
+    from textboost.codec.image_codec import open_image
     from textboost.text.filtering import filter_words, reason_kind
     from textboost.text.guidance import overlay, render_guidance
     from textboost.text.side_info import bits_per_pixel, decode_side_info, encode_side_info

@@ -63,7 +63,7 @@ def baseline_rates(
 ) -> tuple[list[dict], dict[str, Image.Image], dict]:
     """Rate fields, reconstructions and encodings (``baselines.MatchedEncoding``) of the Pillow
     baselines among ``methods``, in ``baselines.IMAGE_BASELINES`` order, for ``target_bpp``."""
-    from textboost import baselines
+    from textboost.codec import baselines
 
     rates, recon, encodings = [], {}, {}
     for method in baselines.IMAGE_BASELINES:
@@ -105,8 +105,8 @@ def evaluate_sample(
     The container is decoded once: TextBoost (exactly ``textboost decompress``), the backbone
     (same latents, before the fusion block) and the overlay come from it. ``t_test`` > 0: the
     model's own side-info threshold (``eval.model_t_test``)."""
-    from textboost import baselines, container
-    from textboost.codec import decode_full, encode_image
+    from textboost.codec import baselines, container
+    from textboost.codec.image_codec import decode_full, encode_image
     from textboost.text.filtering import filter_words
 
     fmt = cfg.shards.side_info_format

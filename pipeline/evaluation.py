@@ -8,7 +8,7 @@ it (the backbone: same stage-1 weights, same latent strings, no guidance; its ra
 container without side info). JPEG, WebP and AVIF are encoded at the TextBoost bpp of the same
 image; ``avif_min`` is AVIF at its lowest quality (its rate floor) and ``avif_half`` AVIF of the
 2x-downscaled image at the matched bpp (over the full-size pixels), upscaled back
-(``textboost.baselines``). Each reconstruction gets PSNR, MS-SSIM, LPIPS (when available) and
+(``textboost.codec.baselines``). Each reconstruction gets PSNR, MS-SSIM, LPIPS (when available) and
 RapidOCR word spotting, scored against the ground truth with the ICDAR 2015 protocol
 (``textboost.f1``); the originals are spotted too (the ceiling).
 

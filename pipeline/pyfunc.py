@@ -43,7 +43,7 @@ class TextBoostCodec(PythonModel):
 
     def compress(self, image, words=None) -> bytes:
         """PIL image (+ optional ``Word`` list; None: RapidOCR) -> container bytes."""
-        from textboost.codec import encode_image, to_rgb8
+        from textboost.codec.image_codec import encode_image, to_rgb8
         from textboost.text.filtering import filter_words
 
         image = to_rgb8(image)
@@ -56,7 +56,7 @@ class TextBoostCodec(PythonModel):
 
     def decompress(self, data: bytes):
         """Container bytes -> PIL image."""
-        from textboost.codec import decode_container
+        from textboost.codec.image_codec import decode_container
 
         return decode_container(self.model, bytes(data))
 
@@ -87,8 +87,8 @@ def png_bytes(image) -> bytes:
 
 def _open_image(data: bytes):
     """Untrusted image bytes as 8-bit RGB: pixel limit from the header, high bit depths
-    scaled (``textboost.codec.open_image``); anything else raises ``ImageError``."""
-    from textboost.codec import open_image
+    scaled (``textboost.codec.image_codec.open_image``); anything else raises ``ImageError``."""
+    from textboost.codec.image_codec import open_image
 
     return open_image(bytes(data), name="pyfunc input column 'image'")
 

@@ -36,7 +36,7 @@ def mutate(data: bytes, rng: random.Random, fix_crc: bool) -> bytes:
 #
 # The C++ decoder's reads cannot be observed from Python; a faithful port can count them.
 # ``record(model)`` runs the port next to compressai on every string a decode entropy-decodes
-# (the guarded buffer ``textboost.codec`` hands over) and logs (words read, words in the
+# (the guarded buffer ``textboost.codec.image_codec`` hands over) and logs (words read, words in the
 # buffer, symbols, mismatching values): the guard is enough when reads <= buffer words.
 
 RANS64_L = 1 << 31
@@ -225,7 +225,8 @@ STRING_KINDS = (
 def hostile_variants(valid: bytes, rng: random.Random, n: int, model, large: bool = False):
     """``n`` (label, container bytes) pairs derived from the ``valid`` container of
     ``model``; every one has a valid checksum."""
-    from textboost import codec, container
+    from textboost.codec import container
+    from textboost.codec import image_codec as codec
 
     c = container.unpack(valid)
     lists = len(c.strings)
@@ -269,7 +270,7 @@ def hostile_variants(valid: bytes, rng: random.Random, n: int, model, large: boo
 
 def hostile_corpus(models: dict, seed: int = 0, quick: bool = False):
     """(model name, label, container bytes) triples: the whole corpus, deterministic."""
-    from textboost.codec import encode_image
+    from textboost.codec.image_codec import encode_image
 
     rng = random.Random(seed)
     per_base = {name: 8 for name in models} if quick else VARIANTS_PER_BASE
@@ -291,7 +292,7 @@ def run_corpus(quick: bool = False, seed: int = 0) -> dict:
 
     import torch
 
-    from textboost.codec import decode_container
+    from textboost.codec.image_codec import decode_container
     from textboost.errors import ContainerError
 
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""AVIF baselines (textboost.baselines, pipeline.eval_image.baseline_rates): deterministic bytes,
+"""AVIF baselines (textboost.codec.baselines, pipeline.eval_image.baseline_rates): deterministic bytes,
 matched bpp, the lowest-quality and half-size variants, and the outputs that list them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from textboost import baselines
+from textboost.codec import baselines
 
 W, H = 256, 192
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from textboost import container
-from textboost.codec import decode_full, encode_image, image_to_tensor
+from textboost.codec import container
+from textboost.codec.image_codec import decode_full, encode_image, image_to_tensor
 from textboost.config import ModelConfig, load_config
 from textboost.errors import ConfigError, ContainerError
 from textboost.losses import RateDistortionLoss

@@ -13,9 +13,9 @@ import torch
 from container_fuzz import mutate
 from PIL import Image, ImageDraw, ImageFont
 
-from textboost import container
 from textboost.checkpoint import load_checkpoint, save_checkpoint
-from textboost.codec import (
+from textboost.codec import container
+from textboost.codec.image_codec import (
     decode_container,
     decode_words,
     encode_image,

@@ -10,8 +10,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from pipeline.crops import collate, random_crop, text_share
-from textboost import container
-from textboost.codec import decode_container, encode_image, fusion_inputs
+from textboost.codec import container
+from textboost.codec.image_codec import decode_container, encode_image, fusion_inputs
 from textboost.config import ModelConfig
 from textboost.errors import ContainerError
 from textboost.losses import GuidanceTargetLoss, legibility_weight

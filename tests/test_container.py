@@ -9,8 +9,8 @@ from container_fuzz import mutate, recrc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textboost import container
-from textboost.container import Container, describe, pack, unpack
+from textboost.codec import container
+from textboost.codec.container import Container, describe, pack, unpack
 from textboost.errors import ContainerError
 from textboost.varint import uvarint
 

@@ -53,9 +53,9 @@ def test_two_runs_give_identical_results(data, twice):
 
 
 def test_results_schema_and_rates_come_from_real_containers(data, twice):
-    from textboost import container
     from textboost.checkpoint import load_checkpoint
-    from textboost.codec import encode_image
+    from textboost.codec import container
+    from textboost.codec.image_codec import encode_image
     from textboost.text.filtering import filter_words
     from textboost.text.ocr import read_textocr
 
@@ -238,8 +238,8 @@ def test_one_comparison_thresholds_per_model_shared_rows_and_family_curves(data,
     the RD curves split TextBoost / backbone by family."""
     from pipeline import evaluation
     from pipeline.eval_outputs import curves
-    from textboost import baselines
     from textboost.checkpoint import save_checkpoint
+    from textboost.codec import baselines
     from textboost.config import ConfigError, ModelConfig
     from textboost.model import build_model
 

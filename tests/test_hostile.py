@@ -25,8 +25,9 @@ import torch
 from PIL import Image
 
 from jobs.cli import main as cli
-from textboost import codec, container
 from textboost.checkpoint import load_checkpoint, save_checkpoint
+from textboost.codec import container
+from textboost.codec import image_codec as codec
 from textboost.config import ModelConfig, load_config
 from textboost.errors import (
     AnnotationError,

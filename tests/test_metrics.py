@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from textboost import baselines, metrics
+from textboost import metrics
+from textboost.codec import baselines
 
 torch.set_num_threads(1)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from textboost import container
-from textboost.codec import (
+from textboost.codec import container
+from textboost.codec.image_codec import (
     decode_container,
     decode_full,
     encode_image,

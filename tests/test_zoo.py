@@ -85,7 +85,7 @@ def test_zoo_model_identity_is_the_same_on_every_load(shipped, zoo_dir):
 
 
 def test_zoo_model_decodes_what_another_load_encoded(zoo_dir):
-    from textboost.codec import decode_container, encode_image
+    from textboost.codec.image_codec import decode_container, encode_image
 
     encoder, _ = load_checkpoint("zoo:tiny")
     decoder, _ = load_checkpoint("zoo:tiny")

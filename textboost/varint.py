@@ -1,4 +1,4 @@
-"""Unsigned LEB128 varints, shared by the container (``textboost.container``) and the side
+"""Unsigned LEB128 varints, shared by the container (``textboost.codec.container``) and the side
 information (``textboost.text.side_info``) formats: 7 bits per byte, low bits first, the high bit
 set on every byte but the last."""
 

@@ -11,7 +11,7 @@ from textboost.errors import ConfigError
 SOURCE_KINDS = ("synthetic", "textocr", "icdar2015", "imagenet", "folder", "shards")
 # overlay: the no-learning use of a colour container's side info (colour models only)
 BASELINES = ("jpeg", "webp", "backbone", "overlay", "avif", "avif_min", "avif_half")
-MAX_IMAGE_SIDE = 1 << 15  # as textboost.container.MAX_SIDE
+MAX_IMAGE_SIDE = 1 << 15  # as textboost.codec.container.MAX_SIDE
 MAX_SYNTH_WORDS = 4096
 
 

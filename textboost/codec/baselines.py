@@ -159,13 +159,13 @@ def image_baseline(
 def decode_backbone(model, data: bytes) -> Image.Image:
     """Decode a TextBoost container's latent strings with the backbone alone.
 
-    Same entropy decoding as ``textboost.codec.decode_container``; the image is the backbone
+    Same entropy decoding as ``textboost.codec.image_codec.decode_container``; the image is the backbone
     decoder's output ``x_base``, before the fusion block (no guidance map involved).
     """
     import torch
 
-    from textboost import container
-    from textboost.codec import tensor_to_image
+    from textboost.codec import container
+    from textboost.codec.image_codec import tensor_to_image
     from textboost.errors import ContainerError
 
     c = container.unpack(data)
@@ -191,7 +191,7 @@ def decode_backbone(model, data: bytes) -> Image.Image:
 
 def backbone_container(data: bytes, side_info_format: str = "compact") -> bytes:
     """The same container with an empty side-info block: what the backbone alone transmits."""
-    from textboost import container
+    from textboost.codec import container
     from textboost.text.side_info import encode_side_info
 
     c = container.unpack(data)

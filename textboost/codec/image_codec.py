@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from textboost import container
+from textboost.codec import container
 from textboost.errors import ContainerError, ImageError, SideInfoError
 from textboost.model import TextBoost
 from textboost.padding import padding_for
@@ -255,7 +255,7 @@ def fusion_inputs(
 class Decoded:
     """Everything one decode of a container yields: the TextBoost image (``image``, what
     ``decode_container`` returns), the backbone's output from the same latents (``base``,
-    ``textboost.baselines.decode_backbone``), the side-info words, the guidance map (HxW uint8)
+    ``textboost.codec.baselines.decode_backbone``), the side-info words, the guidance map (HxW uint8)
     and, for a colour model, the colour guidance map and box mask."""
 
     image: Image.Image

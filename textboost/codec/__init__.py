@@ -1,0 +1,8 @@
+"""Images to bytes and back (paper 4.4): the file format and what fills it.
+
+``image_codec`` (``encode_image`` / ``decode_full``: image + OCR words -> container bytes and
+back with a ``TextBoost`` model), ``container`` (the ``TBX`` container format) and
+``baselines`` (Pillow JPEG/WebP/AVIF baselines and the backbone-only decode).
+
+May import: ``textboost.text``, ``textboost.model``, ``textboost.errors``, ``textboost.varint``.
+"""
