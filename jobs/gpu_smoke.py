@@ -113,7 +113,7 @@ def codec_round_trip(checkpoint: str, shards: str, device: str) -> dict:
     from pipeline.validation import _read_samples
     from textboost.checkpoint import load_checkpoint
     from textboost.codec.image_codec import decode_container, encode_image
-    from textboost.metrics import psnr
+    from textboost.scoring.metrics import psnr
 
     model, _ = load_checkpoint(checkpoint, map_location=device)
     (sample,) = _read_samples(shard_list(shards, "val"), 1)

@@ -28,8 +28,8 @@ ROWS_VERSION = 1  # the version of a rows.jsonl line (pipeline.eval_rows)
 def _score(
     sample: Sample, image: Image.Image, with_lpips: bool, spotter
 ) -> dict[str, float | int | None]:
-    from textboost import metrics
-    from textboost.f1 import match_image
+    from textboost.scoring import metrics
+    from textboost.scoring.f1 import match_image
 
     out: dict = dict(metrics.image_metrics(sample.image, image, with_lpips))
     if sample.gt is None:
@@ -41,7 +41,7 @@ def _score(
 
 def _original_row(sample: Sample, spotter) -> dict:
     """Spotting F1 of the original image: the ceiling of every method (no rate, no distortion)."""
-    from textboost.f1 import match_image
+    from textboost.scoring.f1 import match_image
 
     counts = match_image(sample.gt or [], spotter.spot(sample.image))
     s = counts.scores()
@@ -92,7 +92,7 @@ class Scoring:
     """How one task scores its reconstructions: the spotter, the LPIPS switch and ``memo``,
     the model-free rows (``MODEL_FREE``) already computed for this image."""
 
-    spotter: object  # textboost.spotting spotter
+    spotter: object  # textboost.scoring.spotting spotter
     with_lpips: bool
     memo: dict
 
@@ -206,7 +206,7 @@ def _model(uri: str, identity: str, device: str):
 
 def evaluate_item(task: EvalTask) -> list[dict]:
     """Task body: the lines of one image (its "-" line, then one per model), or its reject."""
-    from textboost.spotting import get_spotter
+    from textboost.scoring.spotting import get_spotter
 
     item, cfg = task.item, task.cfg
     base = {"v": ROWS_VERSION, "index": item.index, "key": item.key, "pid": os.getpid()}

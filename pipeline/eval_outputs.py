@@ -44,7 +44,7 @@ def mean(values: list) -> float | None:
 
 def aggregate(rows: list[dict]) -> list[dict]:
     """Mean metrics per (model, method); F1 from counts accumulated over the set."""
-    from textboost.f1 import SpottingCounts
+    from textboost.scoring.f1 import SpottingCounts
 
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:

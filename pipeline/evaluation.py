@@ -10,7 +10,7 @@ image; ``avif_min`` is AVIF at its lowest quality (its rate floor) and ``avif_ha
 2x-downscaled image at the matched bpp (over the full-size pixels), upscaled back
 (``textboost.codec.baselines``). Each reconstruction gets PSNR, MS-SSIM, LPIPS (when available) and
 RapidOCR word spotting, scored against the ground truth with the ICDAR 2015 protocol
-(``textboost.f1``); the originals are spotted too (the ceiling).
+(``textboost.scoring.f1``); the originals are spotted too (the ceiling).
 
 Outputs under ``eval.out``: ``per_image.csv``, ``summary.csv`` (means; F1 global over the
 set), ``results/<method>.json`` (compressai's results schema plus ``det_f1``/``e2e_f1``),
@@ -238,7 +238,7 @@ def _collect(store: RowStore, listing: Listing, models: Models, crops_n: int) ->
 def evaluate(cfg: TextBoostConfig, out_dir: str, sync: Callable[[str], None] | None = None) -> dict:
     """The evaluation itself (no MLflow): writes the outputs into ``out_dir``; returns the
     summary. Lines already in ``out_dir/rows.jsonl`` for the same settings are reused."""
-    from textboost import metrics
+    from textboost.scoring import metrics
 
     t_start = time.perf_counter()
     with_lpips = bool(cfg.eval.lpips) and metrics.lpips_available()

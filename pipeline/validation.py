@@ -81,9 +81,9 @@ class Validator:
         """F1 and PSNR of fused and backbone outputs on the subset (model left in train mode)."""
         from PIL import Image
 
-        from textboost.f1 import SpottingCounts, match_image
-        from textboost.metrics import psnr
-        from textboost.spotting import get_spotter
+        from textboost.scoring.f1 import SpottingCounts, match_image
+        from textboost.scoring.metrics import psnr
+        from textboost.scoring.spotting import get_spotter
 
         spotter = get_spotter()
         prefixes = {"x_hat": "val.", "x_base": "val.base_"}

@@ -1,10 +1,10 @@
-"""ICDAR 2015 protocol on hand-made cases with known answers (textboost.f1)."""
+"""ICDAR 2015 protocol on hand-made cases with known answers (textboost.scoring.f1)."""
 
 from __future__ import annotations
 
 import pytest
 
-from textboost.f1 import (
+from textboost.scoring.f1 import (
     SpottingCounts,
     match_image,
     transcriptions_match,
@@ -137,7 +137,7 @@ def test_empty_set_scores_zero():
 
 
 def test_split_line_at_spaces_proportionally():
-    from textboost.spotting import split_line
+    from textboost.scoring.spotting import split_line
 
     words = split_line([(0, 0), (100, 0), (100, 10), (0, 10)], "ab cd efghi")  # 11 chars
     assert [w.text for w in words] == ["ab", "cd", "efghi"]
@@ -151,7 +151,7 @@ def test_split_line_at_spaces_proportionally():
 
 
 def test_split_line_tall_box_reads_top_to_bottom():
-    from textboost.spotting import split_line
+    from textboost.scoring.spotting import split_line
 
     words = split_line([(0, 0), (10, 0), (10, 100), (0, 100)], "ab cd")
     assert [w.text for w in words] == ["ab", "cd"]
@@ -160,7 +160,7 @@ def test_split_line_tall_box_reads_top_to_bottom():
 
 
 def test_split_line_uses_character_gaps_when_spaces_are_missing():
-    from textboost.spotting import split_line
+    from textboost.scoring.spotting import split_line
 
     quad = [(0, 0), (100, 0), (100, 10), (0, 10)]
     # character boxes: "abc" tight, then a 20 px gap (2 line heights), then "de"
@@ -172,7 +172,7 @@ def test_split_line_uses_character_gaps_when_spaces_are_missing():
 
 def test_split_line_rejects_bad_boxes():
     from textboost.errors import AnnotationError
-    from textboost.spotting import split_line
+    from textboost.scoring.spotting import split_line
 
     with pytest.raises(AnnotationError):
         split_line([(0, 0), (1, 0), (1, 1)], "abc")
@@ -186,7 +186,7 @@ def test_split_line_rejects_bad_boxes():
 
 @pytest.fixture(scope="module")
 def spotter():
-    from textboost.spotting import get_spotter
+    from textboost.scoring.spotting import get_spotter
 
     return get_spotter()
 

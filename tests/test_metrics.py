@@ -1,4 +1,4 @@
-"""Image metrics, bpp and the matched-bpp JPEG/WebP baselines (textboost.metrics, baselines)."""
+"""Image metrics, bpp and the matched-bpp JPEG/WebP baselines (textboost.scoring.metrics, codec.baselines)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from textboost import metrics
 from textboost.codec import baselines
+from textboost.scoring import metrics
 
 torch.set_num_threads(1)
 

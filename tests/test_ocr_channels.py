@@ -95,7 +95,7 @@ def test_synth_ocr_check(image, expected):
 
 
 def test_evaluation_spotter(image):
-    from textboost.spotting import get_spotter
+    from textboost.scoring.spotting import get_spotter
 
     spotter = get_spotter()
     kwargs = dict(return_word_box=True, text_score=0.5, box_thresh=0.5, unclip_ratio=1.6)
