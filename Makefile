@@ -14,9 +14,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Photos and fonts for training and validation (Debian packages + wheels, see textboost/assets.py)
-assets/.complete: $(VENV)/.installed textboost/assets.py
-	$(PY) -m textboost.assets
+# Photos and fonts for training and validation (Debian packages + wheels, see textboost/data/assets.py)
+assets/.complete: $(VENV)/.installed textboost/data/assets.py
+	$(PY) -m textboost.data.assets
 
 assets: assets/.complete
 

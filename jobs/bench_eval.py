@@ -43,7 +43,7 @@ def _model(root: Path, uri: str) -> str:
 
 
 def _data(root: Path, images: int, max_side: int) -> Path:
-    from textboost.synth_sets import generate
+    from textboost.data.synth_sets import generate
 
     meta, want = root / "bench.json", {"images": images, "max_side": max_side, "seed": 5}
     if not (meta.is_file() and json.loads(meta.read_text()) == want):

@@ -1,6 +1,6 @@
 """``python -m jobs.bench_guidance``: speed of the guidance renderer, size of the side info.
 
-On synthetic TextOCR-format data (``textboost.synth``, 1024 px long side) it prints:
+On synthetic TextOCR-format data (``textboost.data.synth``, 1024 px long side) it prints:
 
 * guidance maps/s on one core (targets >= 100) for the words the pipeline sends (filtered at
   T_test, decoded from the compact side info) and for every legible word, and text masks/s;
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_guidance_") as tmp:
         data = Path(args.data) if args.data else Path(tmp) / "synth"
         if not args.data:
-            from textboost.synth_sets import generate
+            from textboost.data.synth_sets import generate
 
             print(f"generating {args.images} synthetic images (max side {args.max_side}) ...")
             generate(data, args.images, args.seed, "textocr", None, args.max_side, words=args.words)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def _data(root: Path, images: int, max_side: int, seed: int) -> Path:
-    from textboost.synth_sets import generate
+    from textboost.data.synth_sets import generate
 
     meta = root / "bench.json"
     want = {"images": images, "max_side": max_side, "seed": seed}

@@ -1,7 +1,7 @@
 """``python -m jobs.bench_zoo``: the full zoo comparison on the validation set.
 
 Every shipped zoo model (or ``--models``) is evaluated with real bitstreams on
-``assets/valset`` (held-out photos and fonts; ``python -m textboost.assets`` makes it) against
+``assets/valset`` (held-out photos and fonts; ``python -m textboost.data.assets`` makes it) against
 its backbone (same latents, no fusion), the overlay (same container, no learning), JPEG, WebP
 and AVIF at the same bits, AVIF at its lowest quality and AVIF of the 2x-downscaled image.
 Prints the results table and, per model, the issue's targets: TextBoost over its backbone

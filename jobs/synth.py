@@ -104,8 +104,8 @@ def ocr_check(synth: SynthConfig, k: int) -> dict[str, tuple[int, int]]:
     """Readability of the first ``k`` images' legible words: bucket -> (read, total)."""
     from PIL import Image
 
-    from textboost.synth import synth_words
-    from textboost.synth_sets import jpeg_bytes
+    from textboost.data.synth import synth_words
+    from textboost.data.synth_sets import jpeg_bytes
 
     def images():
         for i in range(k):
@@ -126,7 +126,7 @@ def ocr_check(synth: SynthConfig, k: int) -> dict[str, tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from textboost.synth_sets import generate_from_config
+    from textboost.data.synth_sets import generate_from_config
 
     args = build_parser().parse_args(argv)
     synth, out = synth_config(args)

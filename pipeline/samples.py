@@ -24,7 +24,7 @@ from pipeline.sources import ANN_NONE, ANN_OCR, ANN_SYNTH, SampleRef
 from textboost.errors import TextBoostError
 from textboost.text.words import Word
 
-SYNTH_JPEG_QUALITY = 90  # synthetic images made in the task: JPEG, as textboost.synth_sets.generate
+SYNTH_JPEG_QUALITY = 90  # synthetic images made in the task: JPEG, as data.synth_sets.generate
 FIELDS = ("guide.png", "meta.json", "ocr.json", "side.bin")  # plus "jpg" or "png"
 
 
@@ -51,7 +51,7 @@ class Reject:
 
 
 def _synthetic(ref: SampleRef, spec: SampleSpec) -> tuple[bytes, list[Word]]:
-    from textboost.synth import synth_image
+    from textboost.data.synth import synth_image
 
     image, words = synth_image(ref.index, spec.synth_seed, **spec.synth)
     buf = io.BytesIO()

@@ -57,7 +57,7 @@ def _copy_of_the_repository(dest: Path) -> Path:
 def test_the_real_code_version_follows_what_the_sample_code_imports(tmp_path: Path) -> None:
     files = module_files(ROOT, ENTRY_MODULES, PACKAGES)
     for module in ("pipeline/samples.py", "pipeline/shard_task.py", "pipeline/tarwriter.py",
-                   "textboost/text/guidance.py", "textboost/text/side_info.py", "textboost/synth.py",
+                   "textboost/text/guidance.py", "textboost/text/side_info.py", "textboost/data/synth.py",
                    "textboost/text/ocr.py", "textboost/text/filtering.py", "textboost/text/geometry.py"):  # fmt: skip
         assert module in files, module  # lazily imported ones included
     assert "textboost/model.py" not in files

@@ -209,7 +209,7 @@ def test_synthetic_originals_score_high_and_blurred_copies_low(spotter):
     """Done-when check: F1 of originals is high, of strongly blurred copies low (printed)."""
     from PIL import ImageFilter
 
-    from textboost.synth import synth_image
+    from textboost.data.synth import synth_image
 
     sharp, blurred = SpottingCounts(), SpottingCounts()
     for i in range(3):

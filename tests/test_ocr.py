@@ -224,7 +224,7 @@ def test_real_rapidocr_engine_reads_rendered_text():
 
 
 def test_synthetic_textocr_round_trip(tmp_path):
-    from textboost import synth, synth_sets
+    from textboost.data import synth, synth_sets
 
     summary = synth_sets.generate(tmp_path, 2, seed=3, fmt="textocr", max_side=256, min_side=128)
     index = read_textocr(tmp_path / "textocr.json")

@@ -73,7 +73,7 @@ def ray_cluster(s3_endpoint):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Tiny TextOCR-format set with one corrupt JPEG and one malformed annotation."""
-    from textboost.synth_sets import generate
+    from textboost.data.synth_sets import generate
 
     root = tmp_path_factory.mktemp("data")
     generate(root / "clean", N_IMAGES, seed=11, max_side=160, min_side=96, words=(2, 6))

@@ -23,7 +23,7 @@ SPEC = SampleSpec(threshold=800.0)
 
 @pytest.fixture(scope="module")
 def textocr_dir(tmp_path_factory) -> Path:
-    from textboost.synth_sets import generate
+    from textboost.data.synth_sets import generate
 
     out = tmp_path_factory.mktemp("textocr")
     generate(out, 4, seed=3, max_side=256, min_side=128, words=(2, 5))
@@ -123,7 +123,7 @@ def test_malformed_textocr_annotation_rejects_only_that_image(textocr_dir: Path,
 
 
 def test_icdar2015_missing_and_malformed_ground_truth(tmp_path: Path):
-    from textboost.synth_sets import generate
+    from textboost.data.synth_sets import generate
 
     generate(tmp_path, 3, seed=5, fmt="icdar2015", max_side=128, min_side=96, words=(1, 3))
     (tmp_path / "gt" / "gt_img_2.txt").unlink()
@@ -189,7 +189,7 @@ def test_memory_source_and_errors(tmp_path: Path):
 
 
 def test_synthetic_refs_and_samples_follow_the_generator():
-    from textboost.synth import synth_image
+    from textboost.data.synth import synth_image
 
     train = list_source(SourceConfig(kind="synthetic", limit=2), "train", SynthConfig())
     val = list_source(SourceConfig(kind="synthetic", limit=2), "val", SynthConfig())

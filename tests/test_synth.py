@@ -13,9 +13,9 @@ from PIL import Image
 
 from jobs.synth import main as synth_main
 from jobs.synth import ocr_read_flags
+from textboost.data.synth import SynthStyle, synth_image
+from textboost.data.synth_sets import generate, jpeg_bytes
 from textboost.errors import ConfigError, TextBoostError
-from textboost.synth import SynthStyle, synth_image
-from textboost.synth_sets import generate, jpeg_bytes
 from textboost.text.vocab import BUILTIN_FONT, find_fonts, random_word
 
 SMALL = dict(max_side=256, min_side=160)

@@ -28,7 +28,7 @@ class SynthConfig:
     words_max: int = 24
     backgrounds: str = ""  # optional folder of real photos to crop backgrounds from
     # Folders of .ttf/.otf fonts, ":"-separated ("" = every font under /usr/share/fonts);
-    # Pillow's built-in font is always added. `python -m textboost.assets` installs
+    # Pillow's built-in font is always added. `python -m textboost.data.assets` installs
     # assets/fonts/train and assets/fonts/heldout (validation text only).
     fonts: str = ""
 

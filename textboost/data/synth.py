@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from textboost.errors import ConfigError
-from textboost.synth_backgrounds import (
+from textboost.data.synth_backgrounds import (
     backgrounds_of,
     photo_background,
     procedural_background,
     smooth_field,
 )
+from textboost.errors import ConfigError
 from textboost.text.vocab import cap_ratio, find_fonts, font, random_word
 from textboost.text.words import Word
 

@@ -9,7 +9,7 @@ Only these sources are used (DEVELOPERS.md), so held-out checks stay clean:
   ``fonts-roboto-unhinted``, ``fonts-open-sans``, ``fonts-lato``, ``fonts-crosextra-carlito``,
   ``fonts-crosextra-caladea``.
 
-``python -m textboost.assets [--root DIR]`` downloads the packages (``apt-get download`` +
+``python -m textboost.data.assets [--root DIR]`` downloads the packages (``apt-get download`` +
 ``dpkg -x``, ``pip download``) and lays them out as::
 
     assets/photos/train/     photos for training crops and synthetic backgrounds
@@ -180,7 +180,7 @@ VALSET = {"images": 48, "seed": 20261201, "max_side": 1024, "min_side": 768, "wo
 def write_valset(root: Path = ASSET_ROOT) -> dict:
     """The validation set (``root/valset``): held-out photos as backgrounds, held-out fonts,
     so nothing in it was seen in training. Same bytes on every machine."""
-    from textboost.synth_sets import generate
+    from textboost.data.synth_sets import generate
 
     return generate(
         root / "valset", VALSET["images"], VALSET["seed"], fmt="textocr",
@@ -232,7 +232,7 @@ def write_textfree(root: Path = ASSET_ROOT) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m textboost.assets", description=__doc__.split("\n")[0]
+        prog="python -m textboost.data.assets", description=__doc__.split("\n")[0]
     )
     p.add_argument("--root", default=str(ASSET_ROOT), help="where to lay out the assets")
     args = p.parse_args(argv)

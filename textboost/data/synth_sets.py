@@ -1,6 +1,6 @@
 """The synthetic scene-text set on disk: TextOCR (``textocr.json``) or ICDAR 2015 (``gt/``) layout.
 
-``generate`` writes ``n`` images of ``textboost.synth`` (JPEG, quality 90) and their
+``generate`` writes ``n`` images of ``textboost.data.synth`` (JPEG, quality 90) and their
 annotations, in one process or a process pool; the bytes depend only on ``(seed, index)``.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from textboost.data.synth import SynthStyle, SynthWord, check_args, synth_words
+from textboost.data.synth_backgrounds import list_backgrounds
 from textboost.errors import ConfigError
-from textboost.synth import SynthStyle, SynthWord, check_args, synth_words
-from textboost.synth_backgrounds import list_backgrounds
 from textboost.text.vocab import find_fonts
 from textboost.text.words import Word
 

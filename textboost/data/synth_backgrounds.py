@@ -1,4 +1,4 @@
-"""Backgrounds of the synthetic scene-text images (``textboost.synth``).
+"""Backgrounds of the synthetic scene-text images (``textboost.data.synth``).
 
 Procedural street-like scenes (a gradient, multi-scale colour noise, shapes, facades,
 foliage-like texture, depth-of-field blur), or random crops of real photos from a folder.
