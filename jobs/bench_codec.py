@@ -63,7 +63,7 @@ def bench_backbone(kind: str, n: int, m: int, image, words, repeats: int) -> dic
     )
     from textboost.config import ModelConfig
     from textboost.model import build_model
-    from textboost.padding import pad
+    from textboost.model.padding import pad
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=kind, N=n, M=m)).eval()
@@ -114,7 +114,7 @@ def bench_backbone(kind: str, n: int, m: int, image, words, repeats: int) -> dic
 def _psnr(a, b) -> float:
     import torch
 
-    from textboost.losses import psnr_from_mse
+    from textboost.model.losses import psnr_from_mse
 
     return float(psnr_from_mse(torch.mean((a.clamp(0, 1) - b.clamp(0, 1)) ** 2)))
 

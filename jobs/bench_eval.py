@@ -30,9 +30,9 @@ def _model(root: Path, uri: str) -> str:
         return uri
     import torch
 
-    from textboost.checkpoint import save_checkpoint
     from textboost.config import ModelConfig
     from textboost.model import build_model
+    from textboost.model.checkpoint import save_checkpoint
 
     path = root / "bench_model.pt"
     if not path.is_file():

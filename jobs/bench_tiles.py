@@ -2,11 +2,11 @@
 
     python -m jobs.bench_tiles [--width 1024] [--height 768] [--words 30] [--maps 200]
 
-``textboost.fusion.sparse_apply`` runs the fusion block on the 8-connected groups of active
+``textboost.model.fusion.sparse_apply`` runs the fusion block on the 8-connected groups of active
 ``TILE`` px tiles. This times the two ways of finding those groups on realistic active-tile
 maps (word boxes of scene-text size at random places, dilated by the default gate radius,
 pooled to tiles): the hand-written flood fill it used first (kept here as the reference) and
-``textboost.fusion._tile_groups``; both must give the same boxes in the same order. CPU time
+``textboost.model.fusion._tile_groups``; both must give the same boxes in the same order. CPU time
 of this single-threaded process: it holds up on a busy machine.
 """
 
@@ -42,7 +42,7 @@ def flood_fill_groups(active: np.ndarray) -> list[tuple[int, int, int, int]]:
 def active_map(rng: np.random.Generator, width: int, height: int, words: int) -> np.ndarray:
     """Tiles touched by ``words`` word boxes (20-320 x 10-60 px) dilated by the gate radius."""
     from textboost.config import ModelConfig
-    from textboost.fusion import TILE
+    from textboost.model.fusion import TILE
 
     radius = ModelConfig().fusion_gate_radius
     gate = np.zeros((height, width), bool)
@@ -68,7 +68,7 @@ def cpu_ms(fn, maps: list[np.ndarray], rounds: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from textboost.fusion import _tile_groups
+    from textboost.model.fusion import _tile_groups
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--width", type=int, default=1024)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.maps} maps {args.width}x{args.height}, {args.words} words: "
           f"{100 * tiles:.0f} % of tiles active, {groups:.1f} groups a map")  # fmt: skip
     print(f"flood fill:                {fill:.3f} ms a map")
-    print(f"textboost.fusion (now):    {now:.3f} ms a map ({fill / now:.1f}x)")
+    print(f"model.fusion (now):        {now:.3f} ms a map ({fill / now:.1f}x)")
     print(f"same boxes, same order:    {same}")
     return 0 if same else 1
 

@@ -71,7 +71,7 @@ def model_threshold(uri: str) -> float:
     """The side-info threshold a model is compared at: a zoo card's ``t_test``, else the
     ``eval.t_test`` of the config it was trained with (0: the comparison's default)."""
     from textboost import zoo
-    from textboost.checkpoint import load_checkpoint
+    from textboost.model.checkpoint import load_checkpoint
 
     card = zoo.operating_threshold(uri)
     if card:

@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         if source and source != "auto":
             refuse_same_file(source, args.output)
 
-    from textboost.checkpoint import load_checkpoint
     from textboost.codec.container import describe
     from textboost.codec.image_codec import encode_image, open_image
+    from textboost.model.checkpoint import load_checkpoint
     from textboost.text.filtering import filter_words
 
     image = open_image(args.image, args.max_pixels)

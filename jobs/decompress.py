@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import io
 
-    from textboost.checkpoint import load_checkpoint
     from textboost.codec.image_codec import decode_container
+    from textboost.model.checkpoint import load_checkpoint
 
     check_model_service(args.model)
     model, _ = load_checkpoint(args.model)

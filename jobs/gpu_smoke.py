@@ -111,8 +111,8 @@ def codec_round_trip(checkpoint: str, shards: str, device: str) -> dict:
     from pipeline.crops import decode_sample
     from pipeline.loader import shard_list
     from pipeline.validation import _read_samples
-    from textboost.checkpoint import load_checkpoint
     from textboost.codec.image_codec import decode_container, encode_image
+    from textboost.model.checkpoint import load_checkpoint
     from textboost.scoring.metrics import psnr
 
     model, _ = load_checkpoint(checkpoint, map_location=device)

@@ -34,7 +34,7 @@ class Crop:
     cmap: np.ndarray | None = None  # SxSx3 uint8 colour guidance (model.fusion=colour)
     box: np.ndarray | None = None  # SxS uint8 {0, 1} word boxes of the colour guidance
     # model.kind=taco_style: the sent words meeting the window, as word tokens in crop
-    # coordinates (``textboost.text_adapter.word_tokens``: chars nxL uint8, boxes nx4)
+    # coordinates (``textboost.model.text_adapter.word_tokens``: chars nxL uint8, boxes nx4)
     text: tuple[np.ndarray, np.ndarray] | None = None
 
 
@@ -139,7 +139,7 @@ def random_crop(
         cmap, box = colour_guidance(out_guide, near, word_colours(image, near), (x0, y0))
         crop.cmap, crop.box = cmap, box
     if with_text:
-        from textboost.text_adapter import word_tokens
+        from textboost.model.text_adapter import word_tokens
 
         crop.text = word_tokens(_in_window(words, x0, y0, size), size, size, x0, y0)
     return crop
@@ -161,7 +161,7 @@ def collate(crops: list[Crop], skipped: int, worker: int) -> dict:
         out["cmap"] = torch.from_numpy(np.stack([c.cmap for c in crops])).permute(0, 3, 1, 2)
         out["box"] = torch.from_numpy(np.stack([c.box for c in crops]))[:, None]
     if crops and crops[0].text is not None:
-        from textboost.text_adapter import stack_tokens
+        from textboost.model.text_adapter import stack_tokens
 
         out["text"] = stack_tokens([c.text for c in crops])
     return out

@@ -189,7 +189,7 @@ def _device(cfg: TextBoostConfig) -> str:
 
 
 def _model(uri: str, identity: str, device: str):
-    from textboost.checkpoint import load_checkpoint
+    from textboost.model.checkpoint import load_checkpoint
 
     cached = _MODELS.get((uri, device))
     if cached is None or cached[0] != identity:

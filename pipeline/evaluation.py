@@ -110,7 +110,7 @@ class Models:
 
 def load_models(cfg: TextBoostConfig) -> Models:
     """Every model of ``eval.models``, loaded once in the driver (a bad URI fails here)."""
-    from textboost.checkpoint import load_checkpoint
+    from textboost.model.checkpoint import load_checkpoint
 
     if not cfg.eval.models:
         raise TextBoostError("eval.models is empty: give checkpoint paths or MLflow model URIs")

@@ -63,7 +63,7 @@ def trace(model_uri: str, tracking_uri: str) -> dict:
     from mlflow import MlflowClient
 
     from pipeline.tracking import check_tracking_uri
-    from textboost.checkpoint import load_checkpoint
+    from textboost.model.checkpoint import load_checkpoint
 
     check_tracking_uri(tracking_uri, must_exist=True)  # before any client: fails in seconds
     mlflow.set_tracking_uri(tracking_uri)

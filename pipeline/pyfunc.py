@@ -34,7 +34,7 @@ class TextBoostCodec(PythonModel):
     """TextBoost codec as an MLflow pyfunc (see the module docstring for the data contract)."""
 
     def load_context(self, context) -> None:
-        from textboost.checkpoint import load_checkpoint
+        from textboost.model.checkpoint import load_checkpoint
 
         cfg = dict(getattr(context, "model_config", None) or {})
         self.t_test = float(cfg.get("t_test", 800.0))
@@ -150,7 +150,7 @@ def log_codec_model(
     """
     import mlflow.pyfunc
 
-    from textboost.checkpoint import FILENAME, resolve_checkpoint
+    from textboost.model.checkpoint import FILENAME, resolve_checkpoint
 
     src = resolve_checkpoint(checkpoint)
     with tempfile.TemporaryDirectory() as tmp:

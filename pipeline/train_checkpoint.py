@@ -1,6 +1,6 @@
 """Checkpoint I/O of a training run: what a rank saves, what it starts from, where it lands.
 
-A Ray Train checkpoint is a folder with ``model.pt`` (``textboost.checkpoint`` format) and
+A Ray Train checkpoint is a folder with ``model.pt`` (``textboost.model.checkpoint`` format) and
 ``trainer_state.pt`` (optimizers, LR schedule, step, epoch, resume steps). A rank starts
 from the run's latest checkpoint (a restart or relaunch), else from
 ``train.init_checkpoint`` (stage 2, or a stage-1 fine-tune), else from a fresh model.
@@ -24,8 +24,8 @@ STATE_FILE = "trainer_state.pt"
 def write_checkpoint(
     directory: str, stepper: Stepper, run_cfg: dict, manifest_sha: str, progress: dict
 ) -> None:
-    """``model.pt`` (textboost.checkpoint format) and ``trainer_state.pt`` into ``directory``."""
-    from textboost.checkpoint import save_checkpoint
+    """``model.pt`` (textboost.model.checkpoint format) and ``trainer_state.pt`` into ``directory``."""
+    from textboost.model.checkpoint import save_checkpoint
 
     model_cfg = section_from_dict(ModelConfig, run_cfg["model"])
     save_checkpoint(
@@ -44,8 +44,8 @@ def initial_model(run_cfg: dict, tcfg: TrainConfig, tracking_uri: str):
     checkpoint, or a fresh model (stage 1)."""
     import ray.train
 
-    from textboost.checkpoint import load_checkpoint
     from textboost.model import build_model
+    from textboost.model.checkpoint import load_checkpoint
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
@@ -60,7 +60,7 @@ def initial_model(run_cfg: dict, tcfg: TrainConfig, tracking_uri: str):
 
         mlflow.set_tracking_uri(tracking_uri)  # for runs:/ and models:/ URIs
         model, _ = load_checkpoint(tcfg.init_checkpoint)
-        from textboost.train_steps import with_fusion
+        from textboost.model.train_steps import with_fusion
 
         torch.manual_seed(run_cfg["seed"])  # the same fresh block (if any) on every rank
         try:  # another fusion block on the same backbone: a new block, the backbone's weights

@@ -33,7 +33,7 @@ class Stepper:
     """
 
     def __init__(self, model, tcfg: TrainConfig, device: torch.device, total_steps: int):
-        from textboost.train_steps import prepare_stage
+        from textboost.model.train_steps import prepare_stage
 
         self.tcfg, self.device, self.stage = tcfg, device, tcfg.stage
         self.model = model  # the TextBoost module (never the DDP wrapper)
@@ -54,7 +54,7 @@ class Stepper:
 
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One update on a uint8 batch from the loader; returns detached loss tensors."""
-        from textboost.train_steps import train_step
+        from textboost.model.train_steps import train_step
 
         inputs = to_float(batch, self.device, non_blocking=True)
         losses = train_step(

@@ -149,8 +149,8 @@ class RDValidator:
         """``val.*`` means over the crops (one forward pass per crop; the model is left in the
         mode it was in)."""
         from pipeline.crops import to_float
-        from textboost.losses import GuidanceTargetLoss
-        from textboost.train_steps import unwrap
+        from textboost.model.losses import GuidanceTargetLoss
+        from textboost.model.train_steps import unwrap
 
         if self.batch is None:
             return {}

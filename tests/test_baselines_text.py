@@ -19,10 +19,10 @@ from textboost.codec import container
 from textboost.codec.image_codec import decode_full, encode_image, image_to_tensor
 from textboost.config import ModelConfig, load_config
 from textboost.errors import ConfigError, ContainerError
-from textboost.losses import RateDistortionLoss
 from textboost.model import build_model
+from textboost.model.losses import RateDistortionLoss
+from textboost.model.train_steps import prepare_stage, train_step, with_fusion
 from textboost.text.words import Word
-from textboost.train_steps import prepare_stage, train_step, with_fusion
 
 torch.set_num_threads(1)
 
@@ -94,7 +94,7 @@ def test_baselines_start_as_exactly_the_init_backbone():
         init, model = baseline(kind, trained=False)
         enc = {"roi_mask": mask} if kind == "roi" else {}
         if kind == "taco_style":
-            from textboost.text_adapter import tokens_for_image
+            from textboost.model.text_adapter import tokens_for_image
 
             enc = {"text": tokens_for_image(words, *x.shape[-2:])}
         with torch.no_grad():
@@ -157,7 +157,7 @@ def test_train_step_feeds_the_mask_or_the_words_to_the_encoder():
 
 
 def test_taco_text_changes_the_latents():
-    from textboost.text_adapter import tokens_for_image
+    from textboost.model.text_adapter import tokens_for_image
 
     _, model = baseline("taco_style")
     image, words = scene()
@@ -269,7 +269,7 @@ def test_textboost_models_keep_their_identity():
     """The new model keys are hashed only when set: every shipped zoo model (made before
     them) still loads with the identity of its card."""
     from textboost import zoo
-    from textboost.checkpoint import load_checkpoint
+    from textboost.model.checkpoint import load_checkpoint
 
     for name in zoo.names():
         model, _ = load_checkpoint(f"zoo:{name}")

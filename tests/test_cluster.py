@@ -314,7 +314,7 @@ def test_training_job_runs_ddp_on_both_nodes_and_logs_to_the_server(
     from mlflow import MlflowClient
 
     from pipeline.shards import manifest_sha256
-    from textboost.checkpoint import load_checkpoint
+    from textboost.model.checkpoint import load_checkpoint
 
     logs = run_job(services, f"{sys.executable} -m jobs.train {job_config} stage=1 --json")
     result = json.loads(next(line for line in reversed(logs.splitlines()) if line.startswith("{")))

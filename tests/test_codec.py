@@ -13,7 +13,6 @@ import torch
 from container_fuzz import mutate
 from PIL import Image, ImageDraw, ImageFont
 
-from textboost.checkpoint import load_checkpoint, save_checkpoint
 from textboost.codec import container
 from textboost.codec.image_codec import (
     decode_container,
@@ -25,6 +24,7 @@ from textboost.codec.image_codec import (
 from textboost.config import ModelConfig
 from textboost.errors import CheckpointError, ContainerError
 from textboost.model import build_model
+from textboost.model.checkpoint import load_checkpoint, save_checkpoint
 from textboost.text.filtering import filter_words
 from textboost.text.words import Word
 

@@ -14,11 +14,11 @@ from textboost.codec import container
 from textboost.codec.image_codec import decode_container, encode_image, fusion_inputs
 from textboost.config import ModelConfig
 from textboost.errors import ContainerError
-from textboost.losses import GuidanceTargetLoss, legibility_weight
 from textboost.model import build_model
+from textboost.model.losses import GuidanceTargetLoss, legibility_weight
+from textboost.model.train_steps import prepare_stage, train_step, with_fusion
 from textboost.text import colours
 from textboost.text.words import Word
-from textboost.train_steps import prepare_stage, train_step, with_fusion
 
 torch.set_num_threads(1)
 TEXT, BG = (200, 30, 40), (20, 90, 160)

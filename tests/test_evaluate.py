@@ -53,9 +53,9 @@ def test_two_runs_give_identical_results(data, twice):
 
 
 def test_results_schema_and_rates_come_from_real_containers(data, twice):
-    from textboost.checkpoint import load_checkpoint
     from textboost.codec import container
     from textboost.codec.image_codec import encode_image
+    from textboost.model.checkpoint import load_checkpoint
     from textboost.text.filtering import filter_words
     from textboost.text.ocr import read_textocr
 
@@ -166,9 +166,9 @@ def test_colour_model_gets_an_overlay_row_at_the_same_bits(data):
     """A colour-fusion model: the overlay baseline decodes the same container (same bpp) and
     differs from both the backbone and TextBoost; the colour bytes count in the side info."""
     from pipeline.evaluation import run_evaluation
-    from textboost.checkpoint import save_checkpoint
     from textboost.config import ModelConfig
     from textboost.model import build_model
+    from textboost.model.checkpoint import save_checkpoint
 
     torch.manual_seed(3)
     mc = ModelConfig(backbone="hyperprior", N=16, M=24, fusion="colour")
@@ -197,9 +197,9 @@ def test_baseline_models_get_their_own_row_at_the_image_bits(data, twice):
     pair, bpp from the real container, which holds no side info (the words stay at the
     encoder), and image metrics and F1 like every method."""
     from pipeline.evaluation import run_evaluation
-    from textboost.checkpoint import load_checkpoint, save_checkpoint
     from textboost.config import ModelConfig
-    from textboost.train_steps import with_fusion
+    from textboost.model.checkpoint import load_checkpoint, save_checkpoint
+    from textboost.model.train_steps import with_fusion
 
     init, _ = load_checkpoint(data["root"] / "model.pt")
     uris = []
@@ -238,10 +238,10 @@ def test_one_comparison_thresholds_per_model_shared_rows_and_family_curves(data,
     the RD curves split TextBoost / backbone by family."""
     from pipeline import evaluation
     from pipeline.eval_outputs import curves
-    from textboost.checkpoint import save_checkpoint
     from textboost.codec import baselines
     from textboost.config import ConfigError, ModelConfig
     from textboost.model import build_model
+    from textboost.model.checkpoint import save_checkpoint
 
     torch.manual_seed(5)
     mc = ModelConfig(backbone="tcm", N=16, M=40, tcm_slices=5, tcm_window=4)

@@ -25,7 +25,6 @@ import torch
 from PIL import Image
 
 from jobs.cli import main as cli
-from textboost.checkpoint import load_checkpoint, save_checkpoint
 from textboost.codec import container
 from textboost.codec import image_codec as codec
 from textboost.config import ModelConfig, load_config
@@ -38,7 +37,8 @@ from textboost.errors import (
     ServiceError,
 )
 from textboost.model import build_model
-from textboost.padding import padding_for
+from textboost.model.checkpoint import load_checkpoint, save_checkpoint
+from textboost.model.padding import padding_for
 
 torch.set_num_threads(1)
 

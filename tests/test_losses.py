@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from textboost.config import ModelConfig
-from textboost.losses import (
+from textboost.model import build_model
+from textboost.model.losses import (
     GuidanceConsistentLoss,
     RateDistortionLoss,
     bpp_from_likelihoods,
     build_loss,
     guidance_consistent_loss,
 )
-from textboost.model import build_model
-from textboost.train_steps import (
+from textboost.model.train_steps import (
     build_stage1_optimizers,
     build_stage2_optimizer,
     freeze_for_stage2,

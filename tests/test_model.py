@@ -7,9 +7,9 @@ import torch
 
 from textboost.config import ModelConfig
 from textboost.errors import ConfigError
-from textboost.fusion import FusionBlock
 from textboost.model import TextBoost, build_model
-from textboost.padding import crop, pad, padding_for
+from textboost.model.fusion import FusionBlock
+from textboost.model.padding import crop, pad, padding_for
 
 torch.set_num_threads(1)
 

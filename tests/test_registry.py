@@ -38,7 +38,7 @@ def env(tmp_path_factory) -> dict:
 def test_evaluation_run_logs_metrics_artifacts_and_registers(env):
     from mlflow import MlflowClient
 
-    from textboost.checkpoint import load_checkpoint
+    from textboost.model.checkpoint import load_checkpoint
 
     cfg, summary = env["cfg"], env["summary"]
     assert cfg.mlflow.tracking_uri.startswith("sqlite:///")
@@ -68,7 +68,7 @@ def test_pyfunc_from_alias_decodes_bit_exactly_like_the_cli(env, tmp_path):
     import mlflow.pyfunc
 
     from jobs.cli import main
-    from textboost.checkpoint import load_checkpoint
+    from textboost.model.checkpoint import load_checkpoint
     from textboost.text.ocr import read_textocr
 
     cfg, root = env["cfg"], env["root"]

@@ -1,4 +1,4 @@
-"""LIC-TCM backbone (``model.backbone=tcm``, textboost.tcm): codec round trip, foreign
+"""LIC-TCM backbone (``model.backbone=tcm``, textboost.model.tcm): codec round trip, foreign
 containers, the channel-wise context model, window attention and the config checks."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from textboost.codec.image_codec import (
 from textboost.config import ModelConfig, load_config
 from textboost.errors import ConfigError, ContainerError
 from textboost.model import build_model
-from textboost.padding import padding_for
-from textboost.tcm import TCM, WindowAttention
+from textboost.model.padding import padding_for
+from textboost.model.tcm import TCM, WindowAttention
 from textboost.text.words import Word
 
 torch.set_num_threads(1)

@@ -18,10 +18,10 @@ from pipeline import faults
 from pipeline.loader import LoaderSpec, make_loader, shard_list
 from pipeline.train_step import Stepper, lr_factor, restore
 from pipeline.train_tracking import MetricLog
-from textboost.checkpoint import load_checkpoint
 from textboost.config import load_config, to_dict
 from textboost.errors import ConfigError
 from textboost.model import build_model
+from textboost.model.checkpoint import load_checkpoint
 
 torch.set_num_threads(1)
 

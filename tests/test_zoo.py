@@ -12,10 +12,10 @@ from PIL import Image
 
 from jobs.cli import main
 from textboost import zoo
-from textboost.checkpoint import load_checkpoint, save_checkpoint
 from textboost.config import ModelConfig
 from textboost.errors import CheckpointError, TextBoostError, ZooError
 from textboost.model import build_model
+from textboost.model.checkpoint import load_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
 

@@ -9,10 +9,10 @@ import torch
 
 def tiny_set_and_model(root: Path, images: int, seed: int, max_side: int) -> dict:
     """``root/set`` (TextOCR layout, 4-8 words per image) and ``root/model.pt`` (N=16, M=24)."""
-    from textboost.checkpoint import save_checkpoint
     from textboost.config import ModelConfig
     from textboost.data.synth_sets import generate
     from textboost.model import build_model
+    from textboost.model.checkpoint import save_checkpoint
 
     generate(root / "set", images, seed, fmt="textocr", max_side=max_side, min_side=192,
              words=(4, 8))  # fmt: skip

@@ -23,7 +23,7 @@ from PIL import Image
 from textboost.codec import container
 from textboost.errors import ContainerError, ImageError, SideInfoError
 from textboost.model import TextBoost
-from textboost.padding import padding_for
+from textboost.model.padding import padding_for
 from textboost.text.words import Word
 
 MAX_PIXELS = container.MAX_PIXELS  # ~33.5 MP: default limit on both sides (--max-pixels)
@@ -202,7 +202,7 @@ def encoder_inputs(model: TextBoost, words: list[Word], height: int, width: int)
         mask = np.asarray(render_text_mask(words, height, width), dtype=np.float32)
         return {"roi_mask": torch.from_numpy(mask)[None, None]}
     if model.encoder_input == "text":
-        from textboost.text_adapter import tokens_for_image
+        from textboost.model.text_adapter import tokens_for_image
 
         return {"text": tokens_for_image(words, height, width)}
     return {}

@@ -32,7 +32,7 @@ MAX_CHANNELS = 4096
 class ModelConfig:
     """Backbone (compressai) + fusion block (paper 4.2)."""
 
-    # elic (Elic2022Official, paper) | hyperprior (small, CPU) | tcm (LIC-TCM, textboost.tcm)
+    # elic (Elic2022Official, paper) | hyperprior (small, CPU) | tcm (LIC-TCM, textboost.model.tcm)
     backbone: str = "elic"
     N: int = 192  # tcm: width of each branch of a TCM block (its transforms carry 2N)
     M: int = 320

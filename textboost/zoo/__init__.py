@@ -2,7 +2,7 @@
 
 Each model ``NAME`` is two files in ``textboost/zoo/weights/``:
 
-- ``NAME.pt``: a TextBoost checkpoint (``textboost.checkpoint`` format) whose floating-point
+- ``NAME.pt``: a TextBoost checkpoint (``textboost.model.checkpoint`` format) whose floating-point
   parameters are stored in fp16, which halves the file. ``load_checkpoint`` converts them back
   to fp32; the recorded identity is the one of those fp32 weights (rounded through fp16, the
   entropy tables refreshed from them), so every load gives the same ``identity()`` and a
@@ -86,7 +86,7 @@ def path(name: str) -> Path:
 
 
 def resolve(uri: str) -> str:
-    """``zoo:NAME`` -> local path of ``NAME.pt`` (used by ``textboost.checkpoint``)."""
+    """``zoo:NAME`` -> local path of ``NAME.pt`` (used by ``textboost.model.checkpoint``)."""
     return str(path(uri[len(PREFIX) :] if is_zoo_uri(uri) else uri))
 
 
@@ -207,8 +207,8 @@ def _fp16_file(checkpoint: str | os.PathLike, name: str) -> tuple[bytes, dict]:
     identity is the one of the fp32 weights the file loads back to."""
     import torch
 
-    from textboost.checkpoint import load_checkpoint, save_checkpoint
     from textboost.config import to_dict
+    from textboost.model.checkpoint import load_checkpoint, save_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
     params = {n for n, _ in model.named_parameters()}
@@ -267,7 +267,7 @@ def _check_sizes(name: str, data: bytes, dest: Path, target: Path) -> None:
 
 def _write_verified(target: Path, data: bytes, identity: str) -> None:
     """Write ``target``; removed again unless it loads back to model ``identity``."""
-    from textboost.checkpoint import load_checkpoint
+    from textboost.model.checkpoint import load_checkpoint
 
     _write_atomic(target, data)
     try:  # the file must load back to the recorded identity

@@ -9,10 +9,10 @@ The encoder never sees the guidance map: it only steers the decoder.
 the decoder is the backbone's and never reads text): ``roi`` (paper 5.2.5, ELIC-ROI) feeds
 the text mask of the sent words to the encoder as a 4th input channel (``roi_mask``);
 ``taco_style`` (TACO) lets ``g_a``'s features cross-attend to the sent words' tokens
-(``text``, ``textboost.text_adapter``) after its second downsampling stage.
+(``text``, ``textboost.model.text_adapter``) after its second downsampling stage.
 
-The backbone (``textboost.backbones``) runs on the image padded to multiples of 64 and its
-output is cropped back before the fusion block (``textboost.padding``), so the guidance map
+The backbone (``textboost.model.backbones``) runs on the image padded to multiples of 64 and its
+output is cropped back before the fusion block (``textboost.model.padding``), so the guidance map
 is always used at the image's own resolution. ``decompress`` feeds the fusion block the same
 unclamped ``x_base`` as ``forward`` in eval mode, so a decoded image equals the eval-mode
 forward output (measured: bit-identical).
@@ -30,10 +30,15 @@ import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from textboost.backbones import adapter_site, build_backbone, fp32_entropy_models, widen_first_conv
 from textboost.config import ModelConfig, model_key
-from textboost.fusion import ColourFusionBlock, FusionBlock
-from textboost.padding import Padding, crop, pad, padding_for
+from textboost.model.backbones import (
+    adapter_site,
+    build_backbone,
+    fp32_entropy_models,
+    widen_first_conv,
+)
+from textboost.model.fusion import ColourFusionBlock, FusionBlock
+from textboost.model.padding import Padding, crop, pad, padding_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -68,13 +73,13 @@ class TextBoost(CompressionModel):
         self.fusion_block = build_fusion(model_cfg) if self.kind == "textboost" else nn.Identity()
         self._text_ctx: dict | None = None
         if self.kind == "taco_style":
-            from textboost.text_adapter import TextAdapter, build_text_encoder
+            from textboost.model.text_adapter import TextAdapter, build_text_encoder
 
             site, channels = adapter_site(self.backbone.g_a)
             self.text_encoder = build_text_encoder(model_cfg)
             self.text_adapter = TextAdapter(channels, model_cfg.text_dim)
             self.backbone.g_a[site].register_forward_hook(self._adapter_hook)
-        self.backbone_frozen = False  # set by textboost.train_steps.freeze_for_stage2
+        self.backbone_frozen = False  # set by textboost.model.train_steps.freeze_for_stage2
         self._identity_cache: tuple[tuple, str] | None = None
         self._updated_key: tuple | None = None
 
@@ -115,7 +120,7 @@ class TextBoost(CompressionModel):
             return
         b, device = padded[0], next(self.parameters()).device
         if text is None:
-            from textboost.text_adapter import stack_tokens, word_tokens
+            from textboost.model.text_adapter import stack_tokens, word_tokens
 
             text = stack_tokens([word_tokens([], 1, 1)] * b)
         text = {k: v.to(device) for k, v in text.items()}
@@ -152,7 +157,7 @@ class TextBoost(CompressionModel):
         """``x``: Bx3xHxW in [0, 1]; ``guidance``: Bx1xHxW in [0, 1] (None = no words);
         ``cmap`` Bx3xHxW in [0, 1] and ``box`` Bx1xHxW: colour guidance (colour block only).
         Encoder inputs of the baselines: ``roi_mask`` Bx1xHxW in {0, 1} (kind=roi), ``text``
-        (kind=taco_style, ``textboost.text_adapter.stack_tokens``); None = no words."""
+        (kind=taco_style, ``textboost.model.text_adapter.stack_tokens``); None = no words."""
         x_pad, padding = pad(x)  # Bx3xH'xW', H', W' multiples of 64
         with self._text_context(text, padding, x.shape[-2:], x_pad.shape):
             out = self.backbone(self._encoder_image(x_pad, padding, roi_mask))

@@ -4,7 +4,7 @@ Images are in [0, 1]; following compressai, the distortion term is ``λ·255²·
 ``λ`` has the usual compressai scale (e.g. 0.0018 for the lowest ELIC rate points).
 
 * Stage 1 (Eq. 7): ``L = bpp + λ·255²·MSE(x, x̂)``. The entropy bottleneck's auxiliary loss
-  (``model.aux_loss()``) is added by the training step (``textboost.train_steps``).
+  (``model.aux_loss()``) is added by the training step (``textboost.model.train_steps``).
 * Stage 2 (Eq. 8): ``L = bpp̄ + λ·255²·(MSE(x, x̂) + α·L_gc)``, ``L_gc = MSE(m⊙x, m⊙x̂)``
   (Eq. 6), with ``bpp̄`` detached (constant: the rate is frozen) and α = 10 (paper 5.1.4).
 * Stage 2 with ``train.gc_target=guidance`` (colour fusion): ``L_gc`` against the colour

@@ -1,7 +1,7 @@
 """The compressai backbones of a TextBoost model and what the baselines change in them.
 
 ``build_backbone`` makes the codec named by ``model.backbone`` (ELIC, the mean-scale
-hyperprior, or LIC-TCM from ``textboost.tcm``). The paper's comparison baselines alter its
+hyperprior, or LIC-TCM from ``textboost.model.tcm``). The paper's comparison baselines alter its
 encoder: ``widen_first_conv`` gives ``g_a`` a 4th input channel (``kind=roi``, the text
 mask), ``adapter_site`` says where the TACO-style text adapter hooks in (``kind=taco_style``).
 ``fp32_entropy_models`` keeps the rate in float32 under bf16 autocast (``train.amp``).
@@ -23,7 +23,7 @@ def build_backbone(model_cfg: ModelConfig) -> CompressionModel:
 
         return Elic2022Official(N=model_cfg.N, M=model_cfg.M)
     if model_cfg.backbone == "tcm":
-        from textboost.tcm import TCM
+        from textboost.model.tcm import TCM
 
         return TCM(model_cfg.N, model_cfg.M, model_cfg.tcm_slices, model_cfg.tcm_window)
     from compressai.models import MeanScaleHyperprior

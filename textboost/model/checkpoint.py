@@ -23,7 +23,7 @@ import torch
 
 from textboost.config import ModelConfig, section_from_dict, to_dict
 from textboost.errors import CheckpointError, ConfigError
-from textboost.model import TextBoost, build_model
+from textboost.model.textboost import TextBoost, build_model
 
 FORMAT = "textboost-checkpoint"
 FORMAT_VERSION = 1

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from textboost.losses import GuidanceTargetLoss, build_loss
-from textboost.model import TextBoost
+from textboost.model.losses import GuidanceTargetLoss, build_loss
+from textboost.model.textboost import TextBoost
 
 
 def unwrap(model: nn.Module) -> TextBoost:
@@ -37,9 +37,9 @@ def with_fusion(model: TextBoost, model_cfg) -> TextBoost:
     the kind may differ: a TextBoost checkpoint initialises a baseline (``model.kind`` roi or
     taco_style) as exactly its backbone: the ROI encoder's mask channel starts at zero weights,
     the TACO-style adapter with a zero output projection."""
-    from textboost.backbones import roi_conv_key
     from textboost.config import FUSION_KEYS, LATER_MODEL_KEYS, to_dict
-    from textboost.model import build_model
+    from textboost.model.backbones import roi_conv_key
+    from textboost.model.textboost import build_model
 
     core = unwrap(model)
     old, new = to_dict(core.model_cfg), to_dict(model_cfg)
