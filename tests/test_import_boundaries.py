@@ -8,6 +8,7 @@ the report names the first module that pulls a forbidden package in.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -81,3 +82,90 @@ def test_probe_names_the_module_that_crosses_a_boundary(tmp_path):
     (tmp_path / "upper" / "__init__.py").write_text("")
     (tmp_path / "upper" / "cmd.py").write_text("")
     assert forbidden_imports("lower", ("upper",), tmp_path) == {"lower.leaky": ["upper"]}
+
+
+def top_level_imports(root: Path, packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """``{module: modules of packages it imports when it is imported}``: the ``import``
+    statements of each module's body (also inside top-level ``if``/``try``; not inside
+    functions or ``if TYPE_CHECKING:``), resolved to the modules of ``packages`` under ``root``."""
+    files = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def statements(body):
+        for node in body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                yield from statements(node.orelse)
+                continue
+            yield node
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                yield from statements(getattr(node, field, []))
+
+    graph = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in statements(ast.parse(path.read_text()).body):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = ".".join(p for p in (base, node.module or "") if p)
+                for a in node.names:
+                    targets.add(f"{module}.{a.name}" if f"{module}.{a.name}" in files else module)
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of ``graph`` as ``[a, b, ..., a]``, or ``[]``."""
+    done, stack = set(), []
+
+    def visit(node):
+        if node in stack:
+            return stack[stack.index(node) :] + [node]
+        if node in done:
+            return []
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if cycle := visit(nxt):
+                return cycle
+        stack.pop()
+        done.add(node)
+        return []
+
+    for node in sorted(graph):
+        if cycle := visit(node):
+            return cycle
+    return []
+
+
+def test_no_import_cycle_between_modules():
+    """Each module can be imported on its own: no cycle through top-level imports (a lazy
+    import inside a function does not count) among the modules of ``textboost`` and
+    ``pipeline``."""
+    graph = top_level_imports(ROOT, ("textboost", "pipeline"))
+    assert "textboost.model.textboost" in graph["textboost.model"]
+    assert "textboost.text.words" in graph["textboost.text.filtering"]
+    assert import_cycle(graph) == []
+
+
+def test_cycle_check_finds_a_cycle(tmp_path):
+    pkg = tmp_path / "loop"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from loop import b\n")
+    (pkg / "b.py").write_text("import json\n\nfrom loop.c import f\n")
+    (pkg / "c.py").write_text("def f():\n    from loop import a\n")  # lazy: no cycle
+    assert import_cycle(top_level_imports(tmp_path, ("loop",))) == []
+    (pkg / "c.py").write_text("from .a import x\n")
+    assert import_cycle(top_level_imports(tmp_path, ("loop",))) == [
+        "loop.a",
+        "loop.b",
+        "loop.c",
+        "loop.a",
+    ]
