@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv assets quickstart zoo test lint format clean
+.PHONY: venv assets quickstart zoo comparisons compare test lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,23 @@ zoo: venv assets
 	# hp-xlow starts from the shipped hp-low, so it runs after hp-low is shipped
 	$(VENV)/bin/textboost pipeline configs/zoo/hp-xlow.yaml
 	$(PY) -m jobs.zoo_ship configs/zoo/hp-xlow.yaml hp-xlow --overwrite
+
+# The paper's comparison models (ROI, TACO-style, LIC-TCM + TextBoost-TCM), each trained and
+# registered by its own pipeline (ROI / TACO-style start from the shipped hp-low)
+comparisons: venv assets
+	$(VENV)/bin/textboost pipeline configs/zoo/roi-xlow.yaml
+	$(VENV)/bin/textboost pipeline configs/zoo/roi-low.yaml
+	$(VENV)/bin/textboost pipeline configs/zoo/taco-xlow.yaml
+	$(VENV)/bin/textboost pipeline configs/zoo/taco-low.yaml
+	$(VENV)/bin/textboost pipeline configs/zoo/tcm-xlow.yaml
+	$(VENV)/bin/textboost pipeline configs/zoo/tcm-low.yaml
+
+# One evaluation over all of them (each at its operating point) and the AVIF baselines: one
+# table, one set of RD curves (runs/zoo-joint/eval), then the same models on text-free photos
+COMPARE_MODELS := zoo:hp-xlow,zoo:hp-low,runs/zoo-roi-xlow/checkpoints/stage1.pt@1400,runs/zoo-roi-low/checkpoints/stage1.pt@2000,runs/zoo-taco-xlow/checkpoints/stage1.pt@1400,runs/zoo-taco-low/checkpoints/stage1.pt@2000,runs/zoo-tcm-xlow/checkpoints/stage2.pt@1400,runs/zoo-tcm-low/checkpoints/stage2.pt@2000
+compare: venv assets
+	$(PY) -m jobs.bench_zoo --models $(COMPARE_MODELS) --limit 40 --workdir runs/zoo-joint "eval.baselines=[backbone,overlay,avif_min,avif_half]" eval.workers=2
+	$(PY) -m jobs.bench_zoo --config configs/zoo/textfree.yaml --models $(COMPARE_MODELS) --workdir runs/zoo-textfree-joint "eval.baselines=[backbone,avif]" eval.workers=1
 
 test: venv
 	$(VENV)/bin/pytest -q
