@@ -37,18 +37,20 @@ zoo: venv assets
 	$(PY) -m jobs.zoo_ship configs/zoo/hp-xlow.yaml hp-xlow --overwrite
 
 # The paper's comparison models (ROI, TACO-style, LIC-TCM + TextBoost-TCM), each trained and
-# registered by its own pipeline (ROI / TACO-style start from the shipped hp-low)
+# registered by its own pipeline (ROI / TACO-style start from the shipped hp-low; tcm-low
+# fine-tunes tcm-xlow's stage 1), then shipped with their cards into models/comparisons
+# (fp16, outside the package: `TEXTBOOST_ZOO_DIR=models/comparisons textboost zoo list`)
+COMPARISONS := roi-xlow roi-low taco-xlow taco-low tcm-xlow tcm-low
 comparisons: venv assets
-	$(VENV)/bin/textboost pipeline configs/zoo/roi-xlow.yaml
-	$(VENV)/bin/textboost pipeline configs/zoo/roi-low.yaml
-	$(VENV)/bin/textboost pipeline configs/zoo/taco-xlow.yaml
-	$(VENV)/bin/textboost pipeline configs/zoo/taco-low.yaml
-	$(VENV)/bin/textboost pipeline configs/zoo/tcm-xlow.yaml
-	$(VENV)/bin/textboost pipeline configs/zoo/tcm-low.yaml
+	for m in $(COMPARISONS); do $(VENV)/bin/textboost pipeline configs/zoo/$$m.yaml || exit 1; done
+	for m in roi-xlow roi-low taco-xlow taco-low tcm-xlow; do \
+	  $(PY) -m jobs.zoo_ship configs/zoo/$$m.yaml $$m --out-dir models/comparisons --overwrite || exit 1; done
+	$(PY) -m jobs.zoo_ship configs/zoo/tcm-low.yaml tcm-low --base configs/zoo/tcm-xlow.yaml --out-dir models/comparisons --overwrite
 
 # One evaluation over all of them (each at its operating point) and the AVIF baselines: one
 # table, one set of RD curves (runs/zoo-joint/eval), then the same models on text-free photos
-COMPARE_MODELS := zoo:hp-xlow,zoo:hp-low,runs/zoo-roi-xlow/checkpoints/stage1.pt@1400,runs/zoo-roi-low/checkpoints/stage1.pt@2000,runs/zoo-taco-xlow/checkpoints/stage1.pt@1400,runs/zoo-taco-low/checkpoints/stage1.pt@2000,runs/zoo-tcm-xlow/checkpoints/stage2.pt@1400,runs/zoo-tcm-low/checkpoints/stage2.pt@2000
+CMP := models/comparisons
+COMPARE_MODELS := zoo:hp-xlow,zoo:hp-low,$(CMP)/roi-xlow.pt@1400,$(CMP)/roi-low.pt@2000,$(CMP)/taco-xlow.pt@1400,$(CMP)/taco-low.pt@2000,$(CMP)/tcm-xlow.pt@1400,$(CMP)/tcm-low.pt@2000
 compare: venv assets
 	$(PY) -m jobs.bench_zoo --models $(COMPARE_MODELS) --limit 40 --workdir runs/zoo-joint "eval.baselines=[backbone,overlay,avif_min,avif_half]" eval.workers=2
 	$(PY) -m jobs.bench_zoo --config configs/zoo/textfree.yaml --models $(COMPARE_MODELS) --workdir runs/zoo-textfree-joint "eval.baselines=[backbone,avif]" eval.workers=1

@@ -3,7 +3,8 @@
 Reads ``<workdir>/pipeline/*.json`` of ``textboost pipeline CONFIG`` (stage 1, stage 2,
 evaluation), writes the model card (config, data, steps, wall time, and bpp / PSNR / MS-SSIM /
 DET / E2E F1 of TextBoost, its backbone, the overlay and the classic codecs on the evaluation
-set) and exports the stage-2 checkpoint into the package's zoo (fp16 weights,
+set) and exports the final checkpoint (stage 2; stage 1 for the ROI and TACO-style baselines,
+which have no fusion block) into the package's zoo or ``--out-dir`` (fp16 weights,
 ``textboost.zoo.export``). ``--base CONFIG`` names the pipeline whose stage 1 this one
 fine-tuned, so the card counts both; a config that starts from a shipped model
 (``train.init_checkpoint: zoo:NAME``) counts that model's card (its steps and wall time, stage 2
@@ -22,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("--base", help="config of the pipeline whose stage 1 this one fine-tuned")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--out-dir",
+        help="write NAME.pt / NAME.json here instead of the zoo folder "
+        "(the comparison models: models/comparisons)",
+    )
     args = p.parse_args(argv)
 
     from pipeline.zoo_card import build_card
@@ -30,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         checkpoint, card = build_card(args.config, args.name, args.base)
-        written = zoo.export(checkpoint, args.name, card, overwrite=args.overwrite)
+        written = zoo.export(
+            checkpoint, args.name, card, out_dir=args.out_dir, overwrite=args.overwrite
+        )
     except TextBoostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,14 +37,14 @@ def _run_seconds(cfg, state: dict) -> float:
         return float(state.get("seconds", 0.0))
 
 
-def _stage1_history(cfg: TextBoostConfig, s1: dict, s2: dict, base: str | None):
+def _stage1_history(cfg: TextBoostConfig, s1: dict, s2: dict | None, base: str | None):
     """(training lines, stage-1 steps, wall seconds) of the run, with the shipped model it
     started from or the ``base`` pipeline it fine-tuned counted first."""
     from textboost import zoo
     from textboost.config import load_config
 
     steps1 = cfg.train.epochs * cfg.train.steps_per_epoch
-    wall = _run_seconds(cfg, s1) + _run_seconds(cfg, s2)
+    wall = _run_seconds(cfg, s1) + (_run_seconds(cfg, s2) if s2 else 0.0)
     history = [f"stage 1: {steps1} steps x {cfg.train.num_workers} ranks x {cfg.train.batch_size} "
                f"crops of {cfg.train.crop_size} px, lambda {cfg.train.lmbda}"]  # fmt: skip
     init = cfg.train.init_checkpoint or ""
@@ -67,20 +67,40 @@ def _stage1_history(cfg: TextBoostConfig, s1: dict, s2: dict, base: str | None):
     return history, steps1, wall
 
 
+def _description(cfg: TextBoostConfig, refine: int) -> str:
+    backbone = f"{cfg.model.backbone} N={cfg.model.N} M={cfg.model.M} backbone"
+    if cfg.model.kind == "roi":
+        return (f"ROI baseline (paper 5.2.5): {backbone} whose encoder also reads the sent words' "
+                f"text mask, distortion inside it weighted x{cfg.train.roi_weight}; no fusion block")  # fmt: skip
+    if cfg.model.kind == "taco_style":
+        return (f"TACO-style, no CLIP: {backbone} whose encoder cross-attends to the sent words "
+                f"({cfg.model.text_encoder} text encoder); the decoder never reads text")  # fmt: skip
+    return (
+        f"{backbone} + colour fusion block (word colours in the side info, L_gc against the "
+        "colour guidance"
+        + (f"; global refinement path of {refine} channels" if refine else "")
+        + ")"
+    )
+
+
 def build_card(config: str, name: str, base: str | None = None) -> tuple[str, dict]:
-    """(stage-2 checkpoint URL, card) of a finished pipeline run."""
+    """(final checkpoint URL, card) of a finished pipeline run: its stage-2 checkpoint, or
+    the stage-1 one for a pipeline without stage 2 (the ROI and TACO-style baselines)."""
     from pipeline.end_to_end import stage_configs
     from textboost.config import load_config
 
     cfg = load_config(config)
-    s1, s2, ev = (_stage(cfg.workdir, s) for s in ("stage1", "stage2", "evaluate"))
+    s1, ev = (_stage(cfg.workdir, s) for s in ("stage1", "evaluate"))
+    s2 = _stage(cfg.workdir, "stage2") if "stage2" in cfg.pipeline.stages else None
     summary = ev["outputs"]["summary"]
     label = summary["models"][0]
     rows = {m["method"]: m for m in summary["means"] if m.get("model") in (label, "-", None)}
     tb = rows["textboost"]
     history, steps1, wall = _stage1_history(cfg, s1, s2, base)
-    s2cfg = s2["outputs"].get("metrics", {})
-    refine = stage_configs(cfg)["stage2"].model.fusion_refine
+    refine = stage_configs(cfg)["stage2"].model.fusion_refine if s2 else 0
+    if s2:
+        s2steps = s2["outputs"].get("metrics", {}).get("step", "?")
+        history.append(f"stage 2: {s2steps} steps (fusion block only)")
     card = {
         "name": name,
         **{k: tb.get(k) for k in METRICS},
@@ -93,17 +113,12 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         ),
         "steps": steps1,
         "wall_time_s": round(wall, 1),
-        "description": (
-            f"{cfg.model.backbone} N={cfg.model.N} M={cfg.model.M} backbone + colour fusion "
-            "block (word colours in the side info, L_gc against the colour guidance"
-            + (f"; global refinement path of {refine} channels" if refine else "")
-            + ")"
-        ),
-        "training": history + [f"stage 2: {s2cfg.get('step', '?')} steps (fusion block only)"],
+        "description": _description(cfg, refine),
+        "training": history,
         "evaluation": {m: {k: rows[m].get(k) for k in METRICS} for m in rows if m != "textboost"},
         "evaluated_images": summary["images"],
         # the side-info threshold the figures were measured at (textboost compress --t default)
         "t_test": cfg.eval.t_test or cfg.data.filter.t_test,
         "trained_on": "2 CPU cores",
     }
-    return s2["outputs"]["checkpoint"], card
+    return (s2 or s1)["outputs"]["checkpoint"], card
