@@ -56,7 +56,7 @@ def _stages(cfg, split: str = "train") -> dict[str, float]:
         t = tick("read", t)
         _, (w, h) = image_io.decode_image(data, full=False)
         t = tick("decode check", t)
-        words = sample_words.textocr_words(ref.ann)
+        words = sample_words.textocr_words(ref.words_json)
         kept, _ = filter_words(words, spec.threshold)
         t = tick("words + filter", t)
         side = encode_side_info(kept, (w, h), fmt=spec.side_info_format)

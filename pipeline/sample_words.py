@@ -30,15 +30,15 @@ def annotation_words(ref: SampleRef, subject: str = "this image") -> list[Word] 
     raises ``AnnotationError`` (``subject`` names the image), a vanished ICDAR ground-truth
     file ``FileNotFoundError``."""
     if ref.ann_kind == ANN_TEXTOCR:
-        return textocr_words(ref.ann)
+        return textocr_words(ref.words_json)
     if ref.ann_kind == ANN_ERROR:
-        raise AnnotationError(ref.ann)
+        raise AnnotationError(ref.reject)
     if ref.ann_kind == ANN_ICDAR:
-        if not ref.ann:
+        if not ref.gt_url:
             raise AnnotationError(f"no ground-truth file gt_{ref.id}.txt for {subject}")
         from textboost.text.ocr import read_icdar2015_gt
 
-        return read_icdar2015_gt(read_range(ref.ann), name=ref.ann)
+        return read_icdar2015_gt(read_range(ref.gt_url), name=ref.gt_url)
     return None
 
 
@@ -47,7 +47,7 @@ def sample_words(ref: SampleRef, image: Image.Image) -> list[Word]:
     try:
         words = annotation_words(ref)
     except FileNotFoundError:
-        raise AnnotationError(f"ground-truth file {ref.ann} is missing") from None
+        raise AnnotationError(f"ground-truth file {ref.gt_url} is missing") from None
     if words is not None:
         return words
     return ocr_words(image) if ref.ann_kind == ANN_OCR else []

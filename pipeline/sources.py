@@ -52,7 +52,7 @@ ANN_NONE, ANN_TEXTOCR, ANN_ICDAR, ANN_OCR, ANN_SYNTH = (
     "ocr",
     "synth",
 )
-ANN_ERROR = "error"  # malformed annotations: ``ann`` holds the reason, the sample is rejected
+ANN_ERROR = "error"  # malformed annotations: ``reject`` holds the reason, the sample is rejected
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,23 @@ class SampleRef:
     image: str = ""  # fsspec URL of the image, or of the tar file that holds it
     offset: int = -1  # byte offset of the image inside ``image`` (tar member), -1: whole file
     size: int = -1  # image bytes as listed (-1: unknown / missing)
-    ann_kind: str = ANN_NONE  # none | textocr | icdar2015 | ocr | synth
-    ann: str = ""  # textocr: words JSON; icdar2015: gt file URL ("" = missing); error: reason
+    ann_kind: str = ANN_NONE  # none | textocr | icdar2015 | ocr | synth | error
     index: int = -1  # synthetic: generator index
+    words_json: str = ""  # ann_kind textocr: the image's words as compact JSON
+    gt_url: str = ""  # ann_kind icdar2015: URL of its gt_*.txt ("" = none found)
+    reject: str = ""  # ann_kind error: why its annotations are malformed
+
+    @property
+    def annotation(self) -> str:
+        """The one annotation field ``ann_kind`` uses ("" for none, ocr and synth)."""
+        return {ANN_TEXTOCR: self.words_json, ANN_ICDAR: self.gt_url, ANN_ERROR: self.reject}.get(
+            self.ann_kind, ""
+        )
 
     def fingerprint(self) -> str:
         """One line that changes when the sample's inputs change (relative names only)."""
-        ann = hashlib.sha256(self.ann.encode()).hexdigest()[:16] if self.ann else "-"
+        text = self.annotation
+        ann = hashlib.sha256(text.encode()).hexdigest()[:16] if text else "-"
         name = posixpath.basename(self.image) if self.image else str(self.index)
         return f"{self.key}\t{name}\t{self.offset}\t{self.size}\t{self.ann_kind}\t{ann}"
 
@@ -166,12 +176,7 @@ def _unique_keys(refs: list[SampleRef]) -> list[SampleRef]:
             continue
         tag = hashlib.sha1(f"{r.image}#{r.offset}".encode()).hexdigest()[:10]
         new_id = f"{r.id[: MAX_KEY_LEN - 32]}_{tag}"
-        out.append(
-            SampleRef(
-                f"{r.source}_{new_id}", r.source, new_id, r.image, r.offset, r.size,
-                r.ann_kind, r.ann,
-            )
-        )  # fmt: skip
+        out.append(dataclasses.replace(r, key=f"{r.source}_{new_id}", id=new_id))
     return out
 
 
@@ -206,14 +211,17 @@ def _textocr(src: SourceConfig, split: str) -> list[SampleRef]:
         rel = rel or file_name
         try:
             words = [w.to_json() for w in index.words(img_id)]
-            kind, ann = ANN_TEXTOCR, json.dumps(words, separators=(",", ":"), ensure_ascii=False)
+            ann = dict(
+                ann_kind=ANN_TEXTOCR,
+                words_json=json.dumps(words, separators=(",", ":"), ensure_ascii=False),
+            )
         except AnnotationError as exc:
-            kind, ann = ANN_ERROR, str(exc)
+            ann = dict(ann_kind=ANN_ERROR, reject=str(exc))
         sid = sanitize_id(img_id)
         refs.append(
             SampleRef(
                 f"textocr_{sid}", "textocr", sid, _join(src.images, rel), -1,
-                files.get(rel, -1), kind, ann,
+                files.get(rel, -1), **ann,
             )
         )  # fmt: skip
     return refs
@@ -231,11 +239,10 @@ def _icdar2015(src: SourceConfig, split: str) -> list[SampleRef]:
         stem = posixpath.splitext(posixpath.basename(rel))[0]
         gt = gt_by_name.get(f"gt_{stem}.txt")
         sid = sanitize_id(stem)
-        ann = _join(src.annotations, gt) if gt else ""
         refs.append(
             SampleRef(
                 f"icdar2015_{sid}", "icdar2015", sid, _join(src.images, rel), -1,
-                files[rel], ANN_ICDAR, ann,
+                files[rel], ANN_ICDAR, gt_url=_join(src.annotations, gt) if gt else "",
             )
         )  # fmt: skip
     return refs
