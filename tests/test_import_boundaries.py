@@ -71,16 +71,19 @@ def test_the_console_script_lives_in_jobs():
         assert not re.search(r"[\"']jobs\.", path.read_text()), path
 
 
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    """Write ``{relative path: text}`` under ``root`` (a throwaway package for the checks)."""
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
 def test_probe_names_the_module_that_crosses_a_boundary(tmp_path):
     """The check itself: a module that imports a forbidden package is reported."""
-    pkg = tmp_path / "lower"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "clean.py").write_text("import json\n")
-    (pkg / "leaky.py").write_text("import upper.cmd\n")
-    (tmp_path / "upper").mkdir()
-    (tmp_path / "upper" / "__init__.py").write_text("")
-    (tmp_path / "upper" / "cmd.py").write_text("")
+    write_tree(tmp_path, {
+        "lower/__init__.py": "", "lower/clean.py": "import json\n",
+        "lower/leaky.py": "import upper.cmd\n", "upper/__init__.py": "", "upper/cmd.py": "",
+    })  # fmt: skip
     assert forbidden_imports("lower", ("upper",), tmp_path) == {"lower.leaky": ["upper"]}
 
 
@@ -156,11 +159,11 @@ def test_no_import_cycle_between_modules():
 
 def test_cycle_check_finds_a_cycle(tmp_path):
     pkg = tmp_path / "loop"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("from loop import b\n")
-    (pkg / "b.py").write_text("import json\n\nfrom loop.c import f\n")
-    (pkg / "c.py").write_text("def f():\n    from loop import a\n")  # lazy: no cycle
+    write_tree(tmp_path, {
+        "loop/__init__.py": "", "loop/a.py": "from loop import b\n",
+        "loop/b.py": "import json\n\nfrom loop.c import f\n",
+        "loop/c.py": "def f():\n    from loop import a\n",  # lazy: no cycle
+    })  # fmt: skip
     assert import_cycle(top_level_imports(tmp_path, ("loop",))) == []
     (pkg / "c.py").write_text("from .a import x\n")
     assert import_cycle(top_level_imports(tmp_path, ("loop",))) == [
