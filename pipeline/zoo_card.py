@@ -95,7 +95,8 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
     summary = ev["outputs"]["summary"]
     label = summary["models"][0]
     rows = {m["method"]: m for m in summary["means"] if m.get("model") in (label, "-", None)}
-    tb = rows["textboost"]
+    own = cfg.model.kind if cfg.model.kind in rows else "textboost"  # roi / taco_style rows
+    tb = rows[own]
     history, steps1, wall = _stage1_history(cfg, s1, s2, base)
     refine = stage_configs(cfg)["stage2"].model.fusion_refine if s2 else 0
     if s2:
@@ -115,7 +116,7 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         "wall_time_s": round(wall, 1),
         "description": _description(cfg, refine),
         "training": history,
-        "evaluation": {m: {k: rows[m].get(k) for k in METRICS} for m in rows if m != "textboost"},
+        "evaluation": {m: {k: rows[m].get(k) for k in METRICS} for m in rows if m != own},
         "evaluated_images": summary["images"],
         # the side-info threshold the figures were measured at (textboost compress --t default)
         "t_test": cfg.eval.t_test or cfg.data.filter.t_test,

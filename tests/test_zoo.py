@@ -272,3 +272,38 @@ def test_compress_sends_words_up_to_the_zoo_cards_operating_threshold(tmp_path, 
     assert default_threshold(str(ckpt)) == DEFAULT_T == 800.0
     for shipped in zoo.list_models():
         assert default_threshold(f"zoo:{shipped['name']}") == shipped.get("t_test", DEFAULT_T)
+
+
+def test_card_of_a_baseline_pipeline_takes_its_stage1_model_and_its_own_row(tmp_path):
+    """The ROI / TACO-style pipelines have no stage 2: ``jobs.zoo_ship`` ships their stage-1
+    checkpoint, with the figures of their own evaluation row and the shipped model they
+    started from counted in steps and wall time."""
+    from pipeline.stage_state import StageState
+    from pipeline.zoo_card import build_card
+
+    cfg = tmp_path / "roi.yaml"
+    cfg.write_text(
+        f"workdir: {tmp_path / 'work'}\nmodel: {{backbone: hyperprior, N: 64, M: 96, kind: roi}}\n"
+        "train: {epochs: 1, steps_per_epoch: 5, init_checkpoint: 'zoo:hp-low', roi_weight: 4.0}\n"
+        "pipeline: {stages: [data, shards, stage1, evaluate, register]}\n"
+    )
+    work = str(tmp_path / "work")
+    StageState.load(work, "stage1").save(
+        status="done", seconds=12.0, outputs={"checkpoint": "/x/stage1.pt", "run_id": "none"}
+    )
+    rows = [
+        {"method": "roi", "model": "m0-roi", "bpp": 0.037, "psnr": 23.1, "ms_ssim": 0.81,
+         "det_f1": 0.35, "e2e_f1": 0.22},
+        {"method": "original", "model": "-", "det_f1": 0.8, "e2e_f1": 0.76},
+    ]  # fmt: skip
+    summary = {"models": ["m0-roi"], "means": rows, "images": 40}
+    StageState.load(work, "evaluate").save(status="done", outputs={"summary": summary})
+    checkpoint, card = build_card(str(cfg), "roi-test")
+    assert checkpoint == "/x/stage1.pt"
+    assert (card["bpp"], card["e2e_f1"]) == (0.037, 0.22)
+    assert card["description"].startswith("ROI baseline") and "x4.0" in card["description"]
+    assert not any(line.startswith("stage 2") for line in card["training"])
+    parent = zoo.card("hp-low")
+    assert card["steps"] == 5 + parent["steps"]
+    assert card["wall_time_s"] == round(12.0 + parent["wall_time_s"], 1)
+    assert set(card["evaluation"]) == {"original"}
