@@ -16,6 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+# --out-dir is outside the wheel (models/comparisons): one file up to 16 MB (the CPU-sized
+# TextBoost-TCM is 9.8 MB in fp16), the folder up to 64 MB
+OUT_DIR_LIMITS = (16_000_000, 64_000_000)
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.zoo_ship", description=__doc__.splitlines()[0])
@@ -37,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checkpoint, card = build_card(args.config, args.name, args.base)
         written = zoo.export(
-            checkpoint, args.name, card, out_dir=args.out_dir, overwrite=args.overwrite
-        )
+            checkpoint, args.name, card, out_dir=args.out_dir, overwrite=args.overwrite,
+            limits=OUT_DIR_LIMITS if args.out_dir else None,
+        )  # fmt: skip
     except TextBoostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"zoo:{args.name}: {written['size_bytes'] / 1e6:.1f} MB, bpp {written['bpp']:.4f}")
+    where = f"{args.out_dir}/{args.name}.pt" if args.out_dir else f"zoo:{args.name}"
+    print(f"{where}: {written['size_bytes'] / 1e6:.1f} MB, bpp {written['bpp']:.4f}")
     return 0
 
 

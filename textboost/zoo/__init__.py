@@ -176,12 +176,14 @@ def export(
     *,
     out_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
+    limits: tuple[int, int] | None = None,
 ) -> dict:
     """Ship a checkpoint (path, URL, ``runs:/``, ``models:/``, ``zoo:``) as zoo model
     ``name``: writes ``NAME.pt`` (parameters in fp16) and ``NAME.json`` (``card`` plus the
     fields export computes) into the zoo folder (or ``out_dir``); returns the written card.
 
-    Refuses a file over ``MAX_FILE_BYTES``, a zoo over ``MAX_TOTAL_BYTES``, an incomplete
+    Refuses a file over ``MAX_FILE_BYTES``, a zoo over ``MAX_TOTAL_BYTES`` (``limits``: other
+    (file, folder) limits in bytes, for a folder outside the wheel), an incomplete
     card, and an existing name unless ``overwrite`` (a new export is another model identity:
     containers written with the old one no longer decode with it)."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -192,7 +194,7 @@ def export(
         raise ZooError(f"zoo model {name!r} exists ({target}); pass overwrite to replace it")
     full_card = check_card(card, name)
     data, fields = _fp16_file(checkpoint, name)
-    _check_sizes(name, data, dest, target)
+    _check_sizes(name, data, dest, target, limits or (MAX_FILE_BYTES, MAX_TOTAL_BYTES))
     full_card.update(fields)
     dest.mkdir(parents=True, exist_ok=True)
     _write_verified(target, data, fields["model_identity"])
@@ -249,19 +251,20 @@ def _fp16_file(checkpoint: str | os.PathLike, name: str) -> tuple[bytes, dict]:
     return data, fields
 
 
-def _check_sizes(name: str, data: bytes, dest: Path, target: Path) -> None:
-    """``ZooError`` if ``data`` is over ``MAX_FILE_BYTES`` or would take the zoo folder
-    ``dest`` (``target`` replaced) over ``MAX_TOTAL_BYTES``."""
-    if len(data) > MAX_FILE_BYTES:
+def _check_sizes(name: str, data: bytes, dest: Path, target: Path, limits: tuple) -> None:
+    """``ZooError`` if ``data`` is over the file limit or would take the folder ``dest``
+    (``target`` replaced) over the folder limit (``limits``: bytes)."""
+    max_file, max_total = limits
+    if len(data) > max_file:
         raise ZooError(
             f"{name}.pt would be {len(data) / 1e6:.1f} MB; zoo files are limited to "
-            f"{MAX_FILE_BYTES / 1e6:.0f} MB (ship a smaller model)"
+            f"{max_file / 1e6:.0f} MB (ship a smaller model)"
         )
     others = sum(p.stat().st_size for p in dest.glob("*.pt") if p.name != target.name)
-    if others + len(data) > MAX_TOTAL_BYTES:
+    if others + len(data) > max_total:
         raise ZooError(
             f"the zoo would hold {(others + len(data)) / 1e6:.1f} MB of weights; the limit is "
-            f"{MAX_TOTAL_BYTES / 1e6:.0f} MB"
+            f"{max_total / 1e6:.0f} MB"
         )
 
 
