@@ -108,7 +108,9 @@ def plan(cfg: TextBoostConfig, split: str) -> tuple[list[ShardTask], list[Sample
     if not refs:
         raise ConfigError(f"data.{split} ({src.kind}: {src.images or 'synthetic'}) has no images")
     memory_output = _is_memory(cfg.shards.out)
-    if cfg.shards.executor == "ray" and any(_is_memory(r.image) or _is_memory(r.gt_url) for r in refs):
+    if cfg.shards.executor == "ray" and any(
+        _is_memory(r.image) or _is_memory(r.gt_url) for r in refs
+    ):
         raise ConfigError(
             "memory:// inputs live in this process only; Ray workers cannot read them. "
             "Use a local path or s3://, or shards.executor=local"
