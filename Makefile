@@ -43,7 +43,7 @@ zoo: venv assets
 COMPARISONS := roi-xlow roi-low taco-xlow taco-low tcm-xlow tcm-low
 comparisons: venv assets
 	for m in $(COMPARISONS); do $(VENV)/bin/textboost pipeline configs/zoo/$$m.yaml || exit 1; done
-	for m in roi-xlow roi-low taco-xlow taco-low tcm-xlow; do \
+	for m in $(filter-out tcm-low,$(COMPARISONS)); do \
 	  $(PY) -m jobs.zoo_ship configs/zoo/$$m.yaml $$m --out-dir models/comparisons --overwrite || exit 1; done
 	$(PY) -m jobs.zoo_ship configs/zoo/tcm-low.yaml tcm-low --base configs/zoo/tcm-xlow.yaml --out-dir models/comparisons --overwrite
 
@@ -53,7 +53,7 @@ CMP := models/comparisons
 COMPARE_MODELS := zoo:hp-xlow,zoo:hp-low,$(CMP)/tcm-xlow.pt@1400,$(CMP)/tcm-low.pt@2000,$(CMP)/roi-xlow.pt@1400,$(CMP)/roi-low.pt@2000,$(CMP)/taco-xlow.pt@1400,$(CMP)/taco-low.pt@2000
 compare: venv assets
 	$(PY) -m jobs.bench_zoo --models $(COMPARE_MODELS) --limit 40 --workdir runs/zoo-joint "eval.baselines=[backbone,overlay,avif_min,avif_half]" eval.workers=2
-	$(PY) -m jobs.bench_zoo --config configs/zoo/textfree.yaml --models $(COMPARE_MODELS) --workdir runs/zoo-textfree-joint "eval.baselines=[backbone,avif]" eval.workers=1
+	$(PY) -m jobs.bench_zoo --config configs/zoo/textfree.yaml --models $(COMPARE_MODELS) --workdir runs/zoo-textfree-joint "eval.baselines=[backbone,avif]" eval.workers=2
 
 test: venv
 	$(VENV)/bin/pytest -q

@@ -95,11 +95,12 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
     summary = ev["outputs"]["summary"]
     label = summary["models"][0]
     rows = {m["method"]: m for m in summary["means"] if m.get("model") in (label, "-", None)}
-    own = cfg.model.kind if cfg.model.kind in rows else "textboost"  # roi / taco_style rows
+    own = cfg.model.kind  # the model's own row is named by its kind (eval_outputs.MODEL_METHODS)
     tb = rows[own]
     history, steps1, wall = _stage1_history(cfg, s1, s2, base)
-    refine = stage_configs(cfg)["stage2"].model.fusion_refine if s2 else 0
+    refine = 0
     if s2:
+        refine = stage_configs(cfg)["stage2"].model.fusion_refine
         s2steps = s2["outputs"].get("metrics", {}).get("step", "?")
         history.append(f"stage 2: {s2steps} steps (fusion block only)")
     card = {
