@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         thresholds = [float(t) if t else model_threshold(uri) for uri, _, t in picked]
-        overrides = [f"workdir={args.workdir}", f"eval.limit={args.limit}", *args.overrides]
+        selects = {zoo.operating_select(uri) for uri in models} - {None}
+        # the zoo cards' word selection (all the same), unless an override sets eval.select
+        overrides = [f"eval.select={selects.pop()}"] if len(selects) == 1 else []
+        overrides += [f"workdir={args.workdir}", f"eval.limit={args.limit}", *args.overrides]
         overrides += ["eval.models=[" + ",".join(models) + "]"]
         overrides += ["eval.model_t_test=[" + ",".join(f"{t:g}" for t in thresholds) + "]"]
         cfg = load_config(args.config, overrides)

@@ -3,7 +3,10 @@
 OCR words come from annotations (TextOCR JSON with ``--image-id``, or an ICDAR 2015 gt file)
 or from RapidOCR (``--ocr auto``); they are filtered by average character area with
 ``--t`` (T_test = 800 on full-resolution images, paper 5.1.4), carried as side info and
-rendered into the guidance map at decode time. Prints the bpp split into image and side info.
+rendered into the guidance map at decode time. ``--select legible`` (a colour model) lets the
+encoder's OCR look at the decoder's output first: words it already reads are not sent, the
+others at the lowest strength still read (``textboost.codec.legibility``). Prints the bpp split
+into image and side info.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         help="average-character-area threshold (default: the zoo model card's t_test, else "
         f"{DEFAULT_T:g})",
     )  # fmt: skip
+    parser.add_argument(
+        "--select", choices=["threshold", "legible"], default=None,
+        help="which thresholded words to send: all (threshold) or those the decoder's output "
+        "does not already read, each at the lowest strength read (legible; colour models); "
+        "default: the zoo model card's select, else threshold",
+    )  # fmt: skip
     parser.add_argument("--side-info-format", default="compact", choices=["compact", "gzip"])
     parser.add_argument(
         "--max-pixels", type=positive_int, default=MAX_PIXELS,
@@ -75,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if source and source != "auto":
             refuse_same_file(source, args.output)
 
+    from textboost import zoo
     from textboost.codec.container import describe
     from textboost.codec.image_codec import encode_image, open_image
     from textboost.model.checkpoint import load_checkpoint
@@ -86,12 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     kept, dropped = filter_words(words, args.t or default_threshold(args.model))
     check_model_service(args.model)
     model, _ = load_checkpoint(args.model)
-    data = encode_image(model, image, kept, args.side_info_format, args.max_pixels)
+    levels, note = None, ""
+    if (args.select or zoo.operating_select(args.model) or "threshold") == "legible":
+        from textboost.codec.legibility import select_legible
+        from textboost.scoring.spotting import get_spotter
+
+        chosen = select_legible(model, image, kept, get_spotter(), args.side_info_format)
+        kept, levels = chosen.words, chosen.levels
+        note = (
+            f" (legible: {len(chosen.already_read)} already read, "
+            f"{len(chosen.unreadable)} not worth sending)"
+        )
+    data = encode_image(model, image, kept, args.side_info_format, args.max_pixels, levels)
     write_output(args.output, data, "container")
     d = describe(data)
     print(
         f"{args.output}: {d['total_bytes']} bytes, {d['width']}x{d['height']}, "
-        f"words kept {len(kept)}/{len(words)}\n"
+        f"words sent {len(kept)}/{len(words)}{note}\n"
         f"bpp total {d['bpp_total']:.5f} = image {d['bpp_image']:.5f} "
         f"+ side info {d['bpp_side_info']:.5f} + container {d['bpp_overhead']:.5f}"
     )

@@ -112,7 +112,13 @@ def evaluate_sample(
     fmt = cfg.shards.side_info_format
     words = filter_words(sample.candidates, t_test)[0] if t_test > 0 else sample.side_words
     t0 = time.perf_counter()
-    data = encode_image(model, sample.image, words, fmt)
+    levels = None
+    if cfg.eval.select == "legible":  # the encoder's OCR looks at the decoder's output
+        from textboost.codec.legibility import select_legible
+
+        chosen = select_legible(model, sample.image, words, scoring.spotter, fmt)
+        words, levels = chosen.words, chosen.levels
+    data = encode_image(model, sample.image, words, fmt, levels=levels)
     t1 = time.perf_counter()
     decoded = decode_full(model, data)
     own = model.method  # textboost, or a baseline model (roi, taco_style): its own row

@@ -68,8 +68,11 @@ def config_key(cfg: TextBoostConfig, with_lpips: bool) -> str:
     execution += ("workers",)
     execution += ("cpus_per_worker", "gpus_per_worker", "dataset")
     src = eval_source(cfg)
+    ev = {k: v for k, v in to_dict(cfg.eval).items() if k not in execution}
+    if ev.get("select") == "threshold":  # the default: rows written before the switch stay valid
+        del ev["select"]
     key = {
-        "eval": {k: v for k, v in to_dict(cfg.eval).items() if k not in execution},
+        "eval": ev,
         "dataset": [src.kind, src.ocr],
         "threshold": threshold(cfg),
         "side_info_format": cfg.shards.side_info_format,

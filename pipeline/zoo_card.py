@@ -121,6 +121,7 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         "evaluated_images": summary["images"],
         # the side-info threshold the figures were measured at (textboost compress --t default)
         "t_test": cfg.eval.t_test or cfg.data.filter.t_test,
+        "select": cfg.eval.select,  # which of those words are sent (textboost compress --select)
         "trained_on": "2 CPU cores",
     }
     return (s2 or s1)["outputs"]["checkpoint"], card

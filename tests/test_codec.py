@@ -292,7 +292,7 @@ def test_cli_compress_decompress_with_icdar_annotations(model, scene, tmp_path, 
         ]
     )
     text = capsys.readouterr().out
-    assert rc == 0 and "words kept 3/4" in text and "side info" in text and "bpp total" in text
+    assert rc == 0 and "words sent 3/4" in text and "side info" in text and "bpp total" in text
     rc = decompress.main([str(out), "-o", str(tmp_path / "out.png"), "--model", str(ckpt)])
     assert rc == 0
     decoded = Image.open(tmp_path / "out.png")

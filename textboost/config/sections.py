@@ -230,6 +230,11 @@ class EvalConfig:
     # One threshold per eval.models entry (0 = t_test), so models measured at different
     # operating points share one table; empty: every model at t_test.
     model_t_test: list[float] = field(default_factory=list)
+    # Which candidate words a TextBoost colour model sends: threshold (the paper: every word
+    # under T) | legible (the encoder's OCR checks the decoder's output: words it already
+    # reads are not sent, the others at the lowest strength still read; textboost.codec.
+    # legibility). Baseline models always take the thresholded words.
+    select: str = "threshold"
     # Ray tasks evaluating images at once (one image under every model per task); 0 = in
     # this process. Rows are written to ``<out>/rows.jsonl`` as images finish, so a stopped
     # evaluation resumes where it stopped; outputs are the same bytes for any value.
@@ -250,6 +255,7 @@ class EvalConfig:
         for b in self.baselines:
             check_choice("eval.baselines[]", b, BASELINES)
         check_choice("eval.ocr", self.ocr, ("annotations", "auto"))
+        check_choice("eval.select", self.select, ("threshold", "legible"))
         check_range("eval.limit", self.limit, 0)
         check_range("eval.crops", self.crops, 0)
         check_range("eval.t_test", self.t_test, 0)  # 0: the val split's data.filter.t_test

@@ -186,9 +186,12 @@ class TextBoost(CompressionModel):
         size: tuple[int, int] | None = None,
         cmap: Tensor | None = None,
         box: Tensor | None = None,
+        strength: Tensor | None = None,
     ) -> dict:
         """Decode strings into ``x_hat`` (fused, clamped) and ``x_base``; the image size comes
-        from ``guidance`` (Bx1xHxW) or ``size`` (H, W)."""
+        from ``guidance`` (Bx1xHxW) or ``size`` (H, W). ``strength`` (Bx1xHxW in [0, 1], the
+        per-word levels of ``textboost.text.strength``): ``x_hat`` is the output without words
+        plus ``strength`` times what the words change."""
         if size is None:
             if guidance is None:
                 raise ValueError("decompress needs the guidance map or the image size")
@@ -199,6 +202,9 @@ class TextBoost(CompressionModel):
             None if t is None else t.to(x_base.device) for t in (guidance, cmap, box)
         )
         x_hat = self.fuse(x_base, guidance, cmap, box).clamp(0, 1)
+        if strength is not None:
+            x_ref = self.fuse(x_base, None).clamp(0, 1)
+            x_hat = x_ref + strength.to(x_ref) * (x_hat - x_ref)
         return {"x_hat": x_hat, "x_base": x_base.clamp(0, 1)}
 
     def _decode_base(self, strings: list, shape) -> Tensor:

@@ -14,7 +14,8 @@ encoder therefore also sends, per filtered word, its text colour and background 
   [0, 1]; a box mask marks the polygons. Outside: zeros.
 
 Everything is deterministic numpy (same bytes on every machine). ``pack``/``unpack`` give the
-container's colour block: 6 bytes per word, in the side info's word order.
+container's colour block: 6 bytes per word, in the side info's word order, optionally followed
+by each word's strength level (``textboost.text.strength``).
 """
 
 from __future__ import annotations
@@ -136,11 +137,21 @@ def pack(colours: np.ndarray) -> bytes:
     return arr.tobytes()
 
 
-def unpack(data: bytes, n_words: int) -> np.ndarray:
-    """Inverse of ``pack``; the block must hold exactly ``n_words`` entries."""
-    if len(data) != n_words * BYTES_PER_WORD:
+def split_block(data: bytes, n_words: int) -> tuple[bytes, bytes]:
+    """The colour block's colours (6 bytes a word) and its optional per-word strength levels
+    (``textboost.text.strength``: 2 bits a word, written by ``eval.select: legible``)."""
+    from textboost.text.strength import level_bytes
+
+    n = n_words * BYTES_PER_WORD
+    if len(data) not in (n, n + level_bytes(n_words)) or (n_words == 0 and data):
         raise ContainerError(
             f"colour block holds {len(data)} bytes, expected {n_words} words x "
-            f"{BYTES_PER_WORD}: the file is damaged"
+            f"{BYTES_PER_WORD} (+ {level_bytes(n_words)} of strengths): the file is damaged"
         )
-    return np.frombuffer(data, dtype=np.uint8).reshape(n_words, BYTES_PER_WORD).copy()
+    return data[:n], data[n:]
+
+
+def unpack(data: bytes, n_words: int) -> np.ndarray:
+    """Inverse of ``pack`` (strength levels after the colours are allowed: ``split_block``)."""
+    colours, _ = split_block(data, n_words)
+    return np.frombuffer(colours, dtype=np.uint8).reshape(n_words, BYTES_PER_WORD).copy()

@@ -200,7 +200,7 @@ def quantize(word: Word) -> tuple[int, int, int, int, int]:
     )
 
 
-def _encode_compact(words: list[Word], w: int, h: int) -> bytes:
+def _encode_compact(words: list[Word], w: int, h: int) -> tuple[bytes, list[int]]:
     rows = []
     for i, word in enumerate(words):
         try:
@@ -209,16 +209,17 @@ def _encode_compact(words: list[Word], w: int, h: int) -> bytes:
             raise SideInfoError(f"word {i} ({word.text[:20]!r}): {exc}") from None
         if max(abs(q[0]), abs(q[1])) * POS_STEP > MAX_COORD or max(q[2:4]) * SIZE_STEP > MAX_COORD:
             raise SideInfoError(f"word {i}: rectangle beyond {MAX_COORD:g} px")
-        rows.append((q[1], q[0], *q[2:], _text_bytes(word, i), word.legible))
-    rows.sort()
+        rows.append((q[1], q[0], *q[2:], _text_bytes(word, i), word.legible, i))
+    rows.sort()  # i only orders identical rows: the bytes do not depend on it
+    order = [row[7] for row in rows]
     head = bytearray([COMPACT])
     for v in (w, h, len(rows)):
         put_uvarint(head, v)
     if not rows:
-        return bytes(head)
+        return bytes(head), order
     cols: list[bytearray] = [bytearray() for _ in range(7)]
     px = py = 0
-    for qy, qx, ql, qh, qa, text, _ in rows:
+    for qy, qx, ql, qh, qa, text, _, _ in rows:
         put_uvarint(cols[0], _zz(qy - py))
         put_uvarint(cols[1], _zz(qx - px))
         put_uvarint(cols[2], ql)
@@ -235,18 +236,28 @@ def _encode_compact(words: list[Word], w: int, h: int) -> bytes:
     payload = _capped(bytes(flags + b"".join(cols)))
     best = min((len(c), m, c) for m in range(4) for c in [_compress(m, payload)])
     head[0] = COMPACT | best[1]
-    return bytes(head) + best[2]
+    return bytes(head) + best[2], order
 
 
 def encode_side_info(words: list[Word], image_size: tuple[int, int], fmt: str = "compact") -> bytes:
     """Side-info bytes of ``words`` for an image of ``image_size = (width, height)``."""
+    return encode_side_info_ordered(words, image_size, fmt)[0]
+
+
+def encode_side_info_ordered(
+    words: list[Word], image_size: tuple[int, int], fmt: str = "compact"
+) -> tuple[bytes, list[int]]:
+    """``encode_side_info`` and the decoder's word order: ``order[j]`` is the index in
+    ``words`` of the j-th word ``decode_side_info`` returns."""
     if fmt not in FORMATS:
         raise SideInfoError(f"unknown side-info format {fmt!r}; use one of {sorted(FORMATS)}")
     w, h = _check_size(image_size)
     words = list(words)
     if len(words) > MAX_WORDS:
         raise SideInfoError(f"{len(words)} words exceed the limit of {MAX_WORDS}")
-    return _encode_gzip(words, w, h) if fmt == "gzip" else _encode_compact(words, w, h)
+    if fmt == "gzip":
+        return _encode_gzip(words, w, h), list(range(len(words)))
+    return _encode_compact(words, w, h)
 
 
 # --------------------------------------------------------------------------- decode

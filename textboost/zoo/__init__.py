@@ -114,6 +114,16 @@ def operating_threshold(uri: str) -> float | None:
     return float(value) if value else None
 
 
+def operating_select(uri: str) -> str | None:
+    """How a ``zoo:NAME`` model's figures chose the words it sends (its card's ``select``:
+    ``threshold`` or ``legible``, ``textboost.codec.legibility``), or None for another model
+    URI or a card without one."""
+    if not is_zoo_uri(uri):
+        return None
+    value = card(uri[len(PREFIX) :]).get("select")
+    return value if value in ("threshold", "legible") else None
+
+
 def list_models() -> list[dict]:
     """Every model card, sorted by bpp (then name)."""
 
