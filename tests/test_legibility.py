@@ -94,7 +94,10 @@ def _sign(width: int = 640, height: int = 384) -> tuple[Image.Image, list[Word]]
     big_box = draw.textbbox((40, 40), "GARDEN", font=ImageFont.truetype(font, 96))
     small_box = draw.textbbox((60, 300), "bakery", font=small)
     big = _box(big_box[0] - 4, big_box[1] - 4, big_box[2] + 4, big_box[3] + 4, "GARDEN")
-    return im, [big, _box(small_box[0] - 2, small_box[1] - 2, small_box[2] + 2, small_box[3] + 2, "bakery")]
+    return im, [
+        big,
+        _box(small_box[0] - 2, small_box[1] - 2, small_box[2] + 2, small_box[3] + 2, "bakery"),
+    ]
 
 
 def test_encoder_drops_what_the_decoder_reads_and_sends_the_rest_readable():

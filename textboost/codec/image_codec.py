@@ -179,7 +179,9 @@ def encode_image(
     side_info, order = encode_side_info_ordered(words, (width, height), side_info_format)
     colour_block = b""
     if model.needs_colour and words:
-        colour_block = _colour_block(image, side_info, [levels[i] for i in order] if levels else None)
+        colour_block = _colour_block(
+            image, side_info, [levels[i] for i in order] if levels else None
+        )
     elif levels and any(level != 1.0 for level in levels):
         raise ValueError("strength levels need a colour model with words (model.fusion=colour)")
     x = image_to_tensor(image).to(_device(model))

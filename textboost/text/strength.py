@@ -70,7 +70,9 @@ def nearest_word(words: Sequence[Word], height: int, width: int) -> np.ndarray |
             win[m.astype(bool)] = i + 1
     if not labels.any():
         return None
-    iy, ix = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+    iy, ix = ndimage.distance_transform_edt(
+        labels == 0, return_distances=False, return_indices=True
+    )
     return labels[iy, ix] - 1
 
 
