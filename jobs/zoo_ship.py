@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", help="config of the pipeline whose stage 1 this one fine-tuned")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument(
+        "--recard", metavar="EVAL_DIR",
+        help="keep the shipped NAME's weights and training record; take its figures, t_test "
+        "and select from this evaluation of zoo:NAME under CONFIG",
+    )  # fmt: skip
+    p.add_argument(
         "--out-dir",
         help="write NAME.pt / NAME.json here instead of the zoo folder "
         "(the comparison models: models/comparisons)",
@@ -38,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from textboost import zoo
     from textboost.errors import TextBoostError
 
+    if args.recard:
+        return _recard(args)
     try:
         checkpoint, card = build_card(args.config, args.name, args.base)
         written = zoo.export(
@@ -49,6 +56,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     where = f"{args.out_dir}/{args.name}.pt" if args.out_dir else f"zoo:{args.name}"
     print(f"{where}: {written['size_bytes'] / 1e6:.1f} MB, bpp {written['bpp']:.4f}")
+    return 0
+
+
+def _recard(args) -> int:
+    from pipeline.zoo_card import reevaluated_card
+    from textboost import zoo
+    from textboost.errors import TextBoostError
+
+    try:
+        card = reevaluated_card(zoo.card(args.name), args.config, args.recard)
+        zoo.write_card(args.name, card)
+    except TextBoostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"zoo:{args.name}: card updated from {args.recard}, bpp {card['bpp']:.4f}")
     return 0
 
 

@@ -125,3 +125,37 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         "trained_on": "2 CPU cores",
     }
     return (s2 or s1)["outputs"]["checkpoint"], card
+
+
+def reevaluated_card(card: dict, config: str, eval_dir: str) -> dict:
+    """``card`` with its figures taken from a later evaluation of the *same* shipped weights
+    (``textboost evaluate CONFIG "eval.models=[zoo:NAME]"`` into ``eval_dir``): a new
+    operating point (``eval.t_test``, ``eval.select``) measured, the training record kept."""
+    import json
+    from pathlib import Path
+
+    from textboost.config import load_config
+    from textboost.errors import TextBoostError
+
+    cfg = load_config(config)
+    try:
+        summary = json.loads((Path(eval_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TextBoostError(f"{eval_dir}/summary.json is not readable: {exc}") from None
+    label = summary["models"][0]
+    identity = (summary.get("model_meta", {}).get(label) or {}).get("model_identity")
+    if identity != card.get("model_identity"):
+        raise TextBoostError(
+            f"{eval_dir} evaluated model {identity}, not {card.get('name')}'s "
+            f"{card.get('model_identity')}: evaluate zoo:{card.get('name')} itself"
+        )
+    rows = {m["method"]: m for m in summary["means"] if m.get("model") in (label, "-", None)}
+    own = cfg.model.kind
+    return {
+        **card,
+        **{k: rows[own].get(k) for k in METRICS},
+        "evaluation": {m: {k: rows[m].get(k) for k in METRICS} for m in rows if m != own},
+        "evaluated_images": summary["images"],
+        "t_test": cfg.eval.t_test or cfg.data.filter.t_test,
+        "select": cfg.eval.select,
+    }

@@ -123,3 +123,35 @@ def test_encoder_drops_what_the_decoder_reads_and_sends_the_rest_readable():
            for d in (data, plain)]  # fmt: skip
     assert err[0] < err[1]
     assert container.unpack(data).colours  # the sent word's colours (and maybe its level)
+
+
+def test_cli_compress_uses_the_zoo_cards_selection(tmp_path, capsys):
+    """``textboost compress --model zoo:NAME`` takes the card's ``select`` (legible for the
+    shipped models); ``--select threshold`` sends every word under T."""
+    from jobs import compress
+    from textboost import zoo
+
+    if zoo.operating_select("zoo:hp-xlow") != "legible":
+        pytest.skip("the shipped hp-xlow card does not select legible words")
+    image, words = _sign()
+    image.save(tmp_path / "img_1.png")
+    lines = [",".join(f"{round(v)}" for p in w.polygon for v in p) + f",{w.text}" for w in words]
+    (tmp_path / "gt_img_1.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    common = [str(tmp_path / "img_1.png"), "--model", "zoo:hp-xlow", "--ocr"]
+    common.append(str(tmp_path / "gt_img_1.txt"))
+    assert compress.main([*common, "-o", str(tmp_path / "a.tbx")]) == 0
+    assert "words sent 1/2 (legible: 1 already read" in capsys.readouterr().out
+    assert compress.main([*common, "-o", str(tmp_path / "b.tbx"), "--select", "threshold"]) == 0
+    assert "words sent 2/2\n" in capsys.readouterr().out
+
+
+def test_reader_crop_rectifies_a_rotated_word():
+    from pipeline.reader_check import CROP_HEIGHT, word_crop
+
+    im = Image.new("RGB", (200, 200), "white")
+    quad = ((60, 40), (160, 140), (140, 160), (40, 60))  # 141 x 28 px, rotated 45 degrees
+    ImageDraw.Draw(im).polygon(quad, fill="black")
+    crop = np.asarray(word_crop(im, quad).convert("L"), dtype=np.float32)
+    assert crop.shape[0] == CROP_HEIGHT and crop.shape[1] > 3 * CROP_HEIGHT
+    band = crop[CROP_HEIGHT // 2 - 5 : CROP_HEIGHT // 2 + 5, 20:-20]
+    assert band.mean() < 30 and crop[:6].mean() > 200  # the word fills the middle band only

@@ -307,3 +307,34 @@ def test_card_of_a_baseline_pipeline_takes_its_stage1_model_and_its_own_row(tmp_
     assert card["steps"] == 5 + parent["steps"]
     assert card["wall_time_s"] == round(12.0 + parent["wall_time_s"], 1)
     assert set(card["evaluation"]) == {"original"}
+
+
+def test_recard_takes_a_reevaluations_figures_and_keeps_the_weights(tmp_path, monkeypatch):
+    """``jobs.zoo_ship CONFIG NAME --recard EVAL_DIR``: the card's figures, t_test and select
+    come from an evaluation of that very model; another model's evaluation is refused."""
+    from jobs.zoo_ship import main as ship
+
+    monkeypatch.setenv(zoo.ENV_DIR, str(tmp_path / "zoo"))
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(str(ckpt), build_model(TINY), TINY)
+    old = zoo.export(str(ckpt), "re", {**card_fields(0.04), "training": ["kept"]})
+    weights = zoo.path("re").read_bytes()
+    row = {"bpp": 0.05, "psnr": 26.4, "ms_ssim": 0.87, "det_f1": 0.8, "e2e_f1": 0.77}
+    summary = {
+        "models": ["re"], "images": 40,
+        "model_meta": {"re": {"model_identity": old["model_identity"]}},
+        "means": [{"model": "re", "method": "textboost", **row},
+                  {"model": "re", "method": "backbone", **row, "det_f1": 0.47}],
+    }  # fmt: skip
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "summary.json").write_text(json.dumps(summary))
+    config = str(ROOT / "configs/zoo/hp-xlow.yaml")
+    assert ship([config, "re", "--recard", str(ev)]) == 0
+    card = zoo.card("re")
+    assert card["det_f1"] == 0.8 and card["evaluation"]["backbone"]["det_f1"] == 0.47
+    assert card["select"] == "legible" and card["t_test"] == 1e9 and card["training"] == ["kept"]
+    assert zoo.path("re").read_bytes() == weights and card["sha256"] == old["sha256"]
+    summary["model_meta"]["re"]["model_identity"] = "someone-else"
+    (ev / "summary.json").write_text(json.dumps(summary))
+    assert ship([config, "re", "--recard", str(ev)]) == 2

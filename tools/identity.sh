@@ -27,7 +27,7 @@ if [ -f jobs/cli.py ]; then CLI=jobs.cli; else CLI=textboost.cli; fi  # before t
 [ -e assets ] || ln -s "$HERE/assets" assets
 run() { PYTHONPATH="$TREE" nice -n 10 "$PYTHON" -m $CLI "$@"; }
 run pipeline "$OUT/cfg.yaml" > "$OUT/pipeline.txt" 2>&1
-run evaluate configs/zoo/hp-mid.yaml "eval.models=[zoo:hp-mid]" \
+run evaluate configs/zoo/hp-mid.yaml "eval.models=[zoo:hp-low]" \
   "eval.baselines=[backbone,overlay,jpeg]" eval.limit=3 eval.workers=0 eval.register=false \
   eval.track=false eval.crops=1 eval.out="$OUT/eval" > "$OUT/evaluate.txt" 2>&1
 cd "$OUT"

@@ -179,6 +179,15 @@ def _write_atomic(target: Path, data: bytes) -> None:
     os.replace(tmp, target)
 
 
+def write_card(name: str, card: dict) -> None:
+    """Replace a shipped model's card (its weights unchanged: a re-evaluation's figures)."""
+    full = check_card(card, name)
+    if full.get("sha256") != sha256(name):
+        raise ZooError(f"the card's sha256 does not match {name}.pt: export the model instead")
+    text = json.dumps(full, indent=2, ensure_ascii=False) + "\n"
+    _write_atomic(path(name).with_suffix(".json"), text.encode("utf-8"))
+
+
 def export(
     checkpoint: str | os.PathLike,
     name: str,
