@@ -38,6 +38,7 @@ class TextBoostCodec(PythonModel):
 
         cfg = dict(getattr(context, "model_config", None) or {})
         self.t_test = float(cfg.get("t_test", 800.0))
+        self.select = str(cfg.get("select", "threshold"))  # eval.select it was measured with
         self.side_info_format = str(cfg.get("side_info_format", "compact"))
         self.model, self.meta = load_checkpoint(context.artifacts["checkpoint"])
 
@@ -52,7 +53,14 @@ class TextBoostCodec(PythonModel):
 
             words = ocr_words(image)
         kept, _ = filter_words(words, self.t_test)
-        return encode_image(self.model, image, kept, self.side_info_format)
+        levels = None
+        if self.select == "legible":
+            from textboost.codec.legibility import select_legible
+            from textboost.scoring.spotting import get_spotter
+
+            chosen = select_legible(self.model, image, kept, get_spotter(), self.side_info_format)
+            kept, levels = chosen.words, chosen.levels
+        return encode_image(self.model, image, kept, self.side_info_format, levels=levels)
 
     def decompress(self, data: bytes):
         """Container bytes -> PIL image."""

@@ -198,8 +198,9 @@ def register_evaluated(cfg, summary: dict) -> list[dict]:
             meta["uri"],
             name=f"codec-{label}".replace(".", "_"),  # MLflow model names reject "."
             registered_model=cfg.mlflow.registered_model,
-            model_config={
-                "t_test": cfg.data.filter.t_test,
+            model_config={  # the operating point the evaluation measured
+                "t_test": meta.get("t_test") or cfg.data.filter.t_test,
+                "select": cfg.eval.select,
                 "side_info_format": cfg.shards.side_info_format,
             },
         )
