@@ -52,10 +52,12 @@ comparisons: venv assets
 	  $(PY) -m jobs.zoo_ship configs/zoo/$$m.yaml $$m --out-dir models/comparisons --overwrite || exit 1; done
 	$(PY) -m jobs.zoo_ship configs/zoo/tcm-low.yaml tcm-low --base configs/zoo/tcm-xlow.yaml --out-dir models/comparisons --overwrite
 
-# One evaluation over all of them (each at its operating point) and the AVIF baselines: one
-# table, one set of RD curves (runs/zoo-joint/eval), then the same models on text-free photos
+# One evaluation over all of them and the AVIF baselines: one table, one set of RD curves
+# (runs/zoo-joint/eval), then the same models on text-free photos. The TextBoost models (zoo
+# and TextBoost-TCM) send what the encoder's legibility check picks from every word (the zoo
+# cards' select: legible, T = 1e9); ROI and TACO-style read the words under their T.
 CMP := models/comparisons
-COMPARE_MODELS := zoo:hp-xlow,zoo:hp-low,$(CMP)/tcm-xlow.pt@1400,$(CMP)/tcm-low.pt@2000,$(CMP)/roi-xlow.pt@1400,$(CMP)/roi-low.pt@2000,$(CMP)/taco-xlow.pt@1400,$(CMP)/taco-low.pt@2000
+COMPARE_MODELS := zoo:hp-xxlow,zoo:hp-xlow,zoo:hp-low,$(CMP)/tcm-xlow.pt@1e9,$(CMP)/tcm-low.pt@1e9,$(CMP)/roi-xlow.pt@1400,$(CMP)/roi-low.pt@2000,$(CMP)/taco-xlow.pt@1400,$(CMP)/taco-low.pt@2000
 compare: venv assets
 	$(PY) -m jobs.bench_zoo --models $(COMPARE_MODELS) --limit 40 --workdir runs/zoo-joint "eval.baselines=[backbone,overlay,avif_min,avif_half]" eval.workers=2
 	$(PY) -m jobs.bench_zoo --config configs/zoo/textfree.yaml --models $(COMPARE_MODELS) --workdir runs/zoo-textfree-joint "eval.baselines=[backbone,avif]" eval.workers=2

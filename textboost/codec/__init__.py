@@ -2,7 +2,10 @@
 
 ``image_codec`` (``encode_image`` / ``decode_full``: image + OCR words -> container bytes and
 back with a ``TextBoost`` model), ``container`` (the ``TBX`` container format) and
-``baselines`` (Pillow JPEG/WebP/AVIF baselines and the backbone-only decode).
+``baselines`` (Pillow JPEG/WebP/AVIF baselines and the backbone-only decode), ``legibility``
+(``select_legible``: which words to send and at which strength, from the encoder's OCR check of
+the decoder's output).
 
-May import: ``textboost.text``, ``textboost.model``, ``textboost.errors``, ``textboost.varint``.
+May import: ``textboost.text``, ``textboost.model``, ``textboost.scoring.f1`` (lazily, the
+matching rule), ``textboost.errors``, ``textboost.varint``.
 """
