@@ -160,8 +160,7 @@ def encode_image(
 ) -> bytes:
     """Encode ``image`` and its (filtered) OCR ``words`` into container bytes. Images above
     ``max_pixels`` are refused: the decoder refuses them with the same default. ``levels``:
-    each word's text-path strength (``textboost.text.strength``; colour models), in the
-    order of ``words``; None: full strength, no levels written."""
+    each word's text-path strength (``textboost.text.strength``), None: full strength."""
     from textboost.text.side_info import encode_side_info_ordered
 
     width, height = image.size
@@ -179,9 +178,10 @@ def encode_image(
     side_info, order = encode_side_info_ordered(words, (width, height), side_info_format)
     colour_block = b""
     if model.needs_colour and words:
-        colour_block = _colour_block(
-            image, side_info, [levels[i] for i in order] if levels else None
-        )
+        from textboost.text import colours
+
+        sent_levels = [levels[i] for i in order] if levels else None
+        colour_block = colours.colour_block(np.asarray(to_rgb8(image)), side_info, sent_levels)
     elif levels and any(level != 1.0 for level in levels):
         raise ValueError("strength levels need a colour model with words (model.fusion=colour)")
     x = image_to_tensor(image).to(_device(model))
@@ -193,19 +193,6 @@ def encode_image(
         model.identity(), width, height, out["padding"], side_info, strings, colour_block
     )
     return container.pack(c)
-
-
-def _colour_block(image: Image.Image, side_info: bytes, levels: list[float] | None) -> bytes:
-    """The colours of the side info's words (as the decoder will see them, in its order),
-    then their strength levels when any is below 1."""
-    from textboost.text import colours, strength
-    from textboost.text.side_info import decode_side_info
-
-    sent = decode_side_info(side_info)  # the words exactly as the decoder will see them
-    block = colours.pack(colours.word_colours(np.asarray(to_rgb8(image)), sent))
-    if levels is not None and any(level != 1.0 for level in levels):
-        block += strength.pack_levels(levels)
-    return block
 
 
 def encoder_inputs(model: TextBoost, words: list[Word], height: int, width: int) -> dict:
@@ -292,6 +279,7 @@ def decode_container(
 def decode_full(model: TextBoost, data: bytes, max_pixels: int = MAX_DECODE_PIXELS) -> Decoded:
     """``decode_container`` keeping what it computed on the way (one entropy decode, one
     side-info decode): the evaluation scores TextBoost, the backbone and the overlay from it."""
+    from textboost.text import strength
     from textboost.text.guidance import render_guidance
 
     c = container.unpack(data)
@@ -302,7 +290,8 @@ def decode_full(model: TextBoost, data: bytes, max_pixels: int = MAX_DECODE_PIXE
     guidance = np.asarray(render_guidance(words, c.height, c.width))
     maps = colour_maps(model, words, c.colours, guidance)
     inputs = fusion_inputs(model, words, c.colours, c.height, c.width, guidance, maps)
-    inputs["strength"] = strength_tensor(words, c.colours, c.height, c.width)
+    smap = strength.container_map(words, c.colours, c.height, c.width)
+    inputs["strength"] = None if smap is None else torch.from_numpy(smap)[None, None]
     shape = model.latent_shape(padded_h, padded_w)
     model.ensure_updated()
     with torch.inference_mode(), _eval_mode(model):
@@ -312,18 +301,6 @@ def decode_full(model: TextBoost, data: bytes, max_pixels: int = MAX_DECODE_PIXE
             raise ContainerError(f"latent strings could not be entropy-decoded: {exc}") from None
     image, base = tensor_to_image(out["x_hat"]), tensor_to_image(out["x_base"])
     return Decoded(image, base, c, words, guidance, maps)
-
-
-def strength_tensor(words: list[Word], colour_block: bytes, height: int, width: int):
-    """1x1xHxW strength map of the container's levels (``textboost.text.strength``); None
-    when it has none (full strength)."""
-    from textboost.text import colours, strength
-
-    if not words or not colour_block:  # no colour block (paper block): no levels either
-        return None
-    levels = strength.unpack_levels(colours.split_block(colour_block, len(words))[1], len(words))
-    smap = strength.strength_map(words, levels, height, width)
-    return None if smap is None else torch.from_numpy(smap)[None, None]
 
 
 def string_symbols(model: TextBoost, padded_h: int, padded_w: int) -> int:

@@ -62,12 +62,13 @@ class _Preview:
 
     def __init__(self, model, image: Image.Image, candidates: list[Word], fmt: str):
         from textboost.codec import container
+        from textboost.text.colours import colour_block
         from textboost.text.side_info import decode_side_info, encode_side_info_ordered
 
         self.model, self.size = model, (image.height, image.width)
         side, self.order = encode_side_info_ordered(candidates, image.size, fmt)
         self.decoded = decode_side_info(side)
-        self.block = image_codec._colour_block(image, side, None)
+        self.block = colour_block(np.asarray(image_codec.to_rgb8(image)), side, None)
         c = container.unpack(image_codec.encode_image(model, image, [], fmt))
         h, w = self.size
         padded = (h + c.padding[2] + c.padding[3], w + c.padding[0] + c.padding[1])

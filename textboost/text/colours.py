@@ -137,6 +137,19 @@ def pack(colours: np.ndarray) -> bytes:
     return arr.tobytes()
 
 
+def colour_block(image: np.ndarray, side_info: bytes, levels: Sequence[float] | None) -> bytes:
+    """The container's colour block for an RGB ``image`` (HxWx3 uint8): the colours of the
+    side info's words as the decoder will see them, in its order, then their strength levels
+    (``textboost.text.strength``) when any is below 1."""
+    from textboost.text import strength
+    from textboost.text.side_info import decode_side_info
+
+    block = pack(word_colours(image, decode_side_info(side_info)))
+    if levels is not None and any(level != 1.0 for level in levels):
+        block += strength.pack_levels(levels)
+    return block
+
+
 def split_block(data: bytes, n_words: int) -> tuple[bytes, bytes]:
     """The colour block's colours (6 bytes a word) and its optional per-word strength levels
     (``textboost.text.strength``: 2 bits a word, written by ``eval.select: legible``)."""

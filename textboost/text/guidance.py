@@ -225,16 +225,22 @@ def render_text_mask(words: Iterable[Word], height: int, width: int) -> np.ndarr
     """
     _check_size(height, width)
     mask = np.zeros((height, width), dtype=np.uint8)
-    for word in words:
+    for _, (y0, x0, m) in word_masks(words, height, width):
+        mask[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] |= m
+    return mask
+
+
+def word_masks(words: Iterable[Word], height: int, width: int):
+    """``(index, (y0, x0, mask))`` of each word whose (repaired) polygon covers a pixel
+    centre of the HxW image; the mask is uint8 in {0, 1} over its bounding window."""
+    for i, word in enumerate(words):
         try:
             poly, _ = repair_polygon(word.polygon)
         except GeometryError:
             continue
         hit = rasterize_polygon(poly.exterior.coords[:-1], height, width)
         if hit is not None:
-            y0, x0, m = hit
-            mask[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] |= m
-    return mask
+            yield i, hit
 
 
 def overlay(image: Image.Image, guidance: np.ndarray, words: Iterable[Word] = ()) -> Image.Image:

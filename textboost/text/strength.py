@@ -17,8 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from textboost.errors import ContainerError, GeometryError
-from textboost.text.geometry import rasterize_polygon, repair_polygon
+from textboost.errors import ContainerError
 from textboost.text.words import Word
 
 LEVELS = (1.0, 0.7, 0.45, 0.25)  # index = the 2-bit code; 1.0: the block as trained
@@ -57,17 +56,12 @@ def unpack_levels(data: bytes, n_words: int) -> np.ndarray:
 def nearest_word(words: Sequence[Word], height: int, width: int) -> np.ndarray | None:
     """HxW int32: for every pixel the index of the word whose polygon is nearest (a pixel in
     several polygons: the later word); None when no word has a usable polygon."""
+    from textboost.text.guidance import word_masks
+
     labels = np.zeros((height, width), dtype=np.int32)
-    for i, word in enumerate(words):
-        try:
-            poly, _ = repair_polygon(word.polygon)
-        except GeometryError:
-            continue
-        hit = rasterize_polygon(poly.exterior.coords[:-1], height, width)
-        if hit is not None:
-            y0, x0, m = hit
-            win = labels[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]]
-            win[m.astype(bool)] = i + 1
+    for i, (y0, x0, m) in word_masks(words, height, width):
+        win = labels[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]]
+        win[m.astype(bool)] = i + 1
     if not labels.any():
         return None
     iy, ix = ndimage.distance_transform_edt(
@@ -85,3 +79,14 @@ def strength_map(words: Sequence[Word], levels: Sequence[float], height: int, wi
         return None
     near = nearest_word(words, height, width)
     return None if near is None else levels[near]
+
+
+def container_map(words: Sequence[Word], colour_block: bytes, height: int, width: int):
+    """The strength map of a container's levels (after its word colours); None when it has
+    none (full strength, or no colour block: the paper's block)."""
+    from textboost.text.colours import split_block
+
+    if not words or not colour_block:
+        return None
+    levels = unpack_levels(split_block(colour_block, len(words))[1], len(words))
+    return strength_map(words, levels, height, width)
