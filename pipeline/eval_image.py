@@ -116,7 +116,8 @@ def evaluate_sample(
     if cfg.eval.select == "legible":  # the encoder's OCR looks at the decoder's output
         from textboost.codec.legibility import select_legible
 
-        chosen = select_legible(model, sample.image, words, scoring.spotter, fmt)
+        margin = cfg.eval.select_margin
+        chosen = select_legible(model, sample.image, words, scoring.spotter, fmt, margin)
         words, levels = chosen.words, chosen.levels
     data = encode_image(model, sample.image, words, fmt, levels=levels)
     t1 = time.perf_counter()

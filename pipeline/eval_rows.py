@@ -71,6 +71,8 @@ def config_key(cfg: TextBoostConfig, with_lpips: bool) -> str:
     ev = {k: v for k, v in to_dict(cfg.eval).items() if k not in execution}
     if ev.get("select") == "threshold":  # the default: rows written before the switch stay valid
         del ev["select"]
+    if ev.get("select_margin") == 0:
+        del ev["select_margin"]
     key = {
         "eval": ev,
         "dataset": [src.kind, src.ocr],

@@ -90,9 +90,11 @@ class _Preview:
 
 
 def select_legible(
-    model, image: Image.Image, candidates: Sequence[Word], spotter, fmt: str = "compact"
-) -> Selection:
-    """What to send of ``candidates`` and at which strength (module docstring)."""
+    model, image: Image.Image, candidates: Sequence[Word], spotter, fmt: str = "compact",
+    margin: int = 0,
+) -> Selection:  # fmt: skip
+    """What to send of ``candidates`` and at which strength (module docstring); ``margin``:
+    that many strengths above the lowest one read (a safety margin for other readers)."""
     from textboost.text import strength
 
     candidates = list(candidates)
@@ -115,7 +117,9 @@ def select_legible(
     chosen, unreadable = [], []
     for k, j in enumerate(keep):
         ok = [level for level in strength.LEVELS if read[level][k]]
-        level = min(ok) if ok else best[k]
+        level = best[k]
+        if ok:
+            level = strength.LEVELS[max(0, strength.LEVELS.index(min(ok)) - margin)]
         if level == 0.0:
             unreadable.append(words[k])
         else:

@@ -235,6 +235,7 @@ class EvalConfig:
     # reads are not sent, the others at the lowest strength still read; textboost.codec.
     # legibility). Baseline models always take the thresholded words.
     select: str = "threshold"
+    select_margin: int = 0  # legible: send each word this many strengths above the lowest read
     # Ray tasks evaluating images at once (one image under every model per task); 0 = in
     # this process. Rows are written to ``<out>/rows.jsonl`` as images finish, so a stopped
     # evaluation resumes where it stopped; outputs are the same bytes for any value.
@@ -256,6 +257,7 @@ class EvalConfig:
             check_choice("eval.baselines[]", b, BASELINES)
         check_choice("eval.ocr", self.ocr, ("annotations", "auto"))
         check_choice("eval.select", self.select, ("threshold", "legible"))
+        check_range("eval.select_margin", self.select_margin, 0, 3)
         check_range("eval.limit", self.limit, 0)
         check_range("eval.crops", self.crops, 0)
         check_range("eval.t_test", self.t_test, 0)  # 0: the val split's data.filter.t_test
