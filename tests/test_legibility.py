@@ -79,6 +79,8 @@ def test_eval_select_is_checked():
     assert EvalConfig(select="legible").select == "legible"
     with pytest.raises(ConfigError, match="eval.select"):
         EvalConfig(select="ocr")
+    with pytest.raises(ConfigError, match="eval.select_margin"):
+        EvalConfig(select="legible", select_margin=4)
 
 
 def _sign(width: int = 640, height: int = 384) -> tuple[Image.Image, list[Word]]:
