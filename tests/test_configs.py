@@ -216,13 +216,15 @@ def test_stored_configs_with_removed_keys_still_load() -> None:
         section_from_dict(TrainConfig, {**old["train"], "depth": 3})
 
 
-@pytest.mark.parametrize("name", ["hp-mid", "hp-xlow"])
-def test_the_shipped_zoo_checkpoints_run_configs_load(name: str) -> None:
+@pytest.mark.parametrize(
+    "path", ["models/higher-rate/hp-mid.pt", "textboost/zoo/weights/hp-xlow.pt"]
+)
+def test_the_shipped_zoo_checkpoints_run_configs_load(path: str) -> None:
     import torch
 
     from textboost.config import section_from_dict
 
-    payload = torch.load(ROOT / "textboost" / "zoo" / "weights" / f"{name}.pt", weights_only=True)
+    payload = torch.load(ROOT / path, weights_only=True)
     assert "fail_at_step" in payload["run_config"]["train"]  # written before the removal
     cfg = section_from_dict(TextBoostConfig, payload["run_config"])
     assert cfg.train.stage == payload["stage"]
