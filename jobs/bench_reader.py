@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from textboost.config import load_config
     from textboost.errors import TextBoostError
     from textboost.model.checkpoint import load_checkpoint
+    from textboost.scoring.f1 import SpottingCounts
     from textboost.scoring.spotting import get_spotter
 
     try:
@@ -48,18 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         items, count = list_items(cfg)
         scoring = Scoring(get_spotter(), False, {})
         totals: dict[str, list[int]] = {}
-        spotted: dict[str, list] = {}  # method -> n_gt, n_det, det_tp, e2e_tp, psnr, bpp, n
+        spotted: dict[str, list] = {}  # method -> [SpottingCounts, psnr sum, bpp sum, images]
         for item in tqdm(items, total=count, desc="read", unit="img"):
             sample = prepare_sample(item, cfg)
             scoring.memo.clear()
             result = evaluate_sample(model, "model", sample, cfg, scoring)
             for row in result.rows:
-                agg = spotted.setdefault(row["method"], [0, 0, 0, 0, 0.0, 0.0, 0])
-                for i, k in enumerate(("n_gt", "n_det", "det_tp", "e2e_tp")):
-                    agg[i] += row.get(k) or 0
-                agg[4] += row.get("psnr") or 0.0
-                agg[5] += row.get("bpp") or 0.0
-                agg[6] += 1
+                agg = spotted.setdefault(row["method"], [SpottingCounts(), 0.0, 0.0, 0])
+                counts = {k: row.get(k) or 0 for k in ("n_gt", "n_det", "det_tp", "e2e_tp")}
+                agg[0] += SpottingCounts(**counts)
+                agg[1] += row.get("psnr") or 0.0
+                agg[2] += row.get("bpp") or 0.0
+                agg[3] += 1
             for method, (ok, n) in read_counts(sample, result.recon, command).items():
                 totals.setdefault(method, [0, 0])
                 totals[method][0] += ok
@@ -71,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     for method, (ok, n) in totals.items():
         print(f"  {method:<12} {ok:4d} / {n:4d} = {ok / max(n, 1):.3f}")
     print("the same reconstructions as the evaluation scores them (RapidOCR, ICDAR 2015):")
-    for method, (n_gt, n_det, det_tp, e2e_tp, psnr, bpp, n) in spotted.items():
-        det, e2e = (2 * tp / max(n_gt + n_det, 1) for tp in (det_tp, e2e_tp))
+    for method, (counts, psnr, bpp, n) in spotted.items():
+        f1 = counts.scores()
         print(
-            f"  {method:<12} bpp {bpp / n:.4f}  PSNR {psnr / n:.2f}  DET F1 {det:.3f}  "
-            f"E2E F1 {e2e:.3f}"
+            f"  {method:<12} bpp {bpp / n:.4f}  PSNR {psnr / n:.2f}  "
+            f"DET F1 {f1['det_f1']:.3f}  E2E F1 {f1['e2e_f1']:.3f}"
         )
     if args.out:
         Path(args.out).write_text(json.dumps({"select": cfg.eval.select, "counts": totals}))

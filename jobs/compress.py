@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from textboost import zoo
     from textboost.codec.container import describe
     from textboost.codec.image_codec import encode_image, open_image
+    from textboost.codec.legibility import choose_words
     from textboost.model.checkpoint import load_checkpoint
     from textboost.text.filtering import filter_words
 
@@ -96,18 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     kept, dropped = filter_words(words, args.t or default_threshold(args.model))
     check_model_service(args.model)
     model, _ = load_checkpoint(args.model)
-    levels, note = None, ""
-    if (args.select or zoo.operating_select(args.model) or "threshold") == "legible":
-        from textboost.codec.legibility import select_legible
-        from textboost.scoring.spotting import get_spotter
-
-        chosen = select_legible(model, image, kept, get_spotter(), args.side_info_format)
-        kept, levels = chosen.words, chosen.levels
+    select = args.select or zoo.operating_select(args.model) or "threshold"
+    chosen = choose_words(model, image, kept, select, args.side_info_format)
+    kept, note = chosen.words, ""
+    if select == "legible":
         note = (
             f" (legible: {len(chosen.already_read)} already read, "
             f"{len(chosen.unreadable)} not worth sending)"
         )
-    data = encode_image(model, image, kept, args.side_info_format, args.max_pixels, levels)
+    data = encode_image(model, image, kept, args.side_info_format, args.max_pixels, chosen.levels)
     write_output(args.output, data, "container")
     d = describe(data)
     print(

@@ -107,19 +107,17 @@ def evaluate_sample(
     model's own side-info threshold (``eval.model_t_test``)."""
     from textboost.codec import baselines, container
     from textboost.codec.image_codec import decode_full, encode_image
+    from textboost.codec.legibility import choose_words
     from textboost.text.filtering import filter_words
 
     fmt = cfg.shards.side_info_format
     words = filter_words(sample.candidates, t_test)[0] if t_test > 0 else sample.side_words
     t0 = time.perf_counter()
-    levels = None
-    if cfg.eval.select == "legible":  # the encoder's OCR looks at the decoder's output
-        from textboost.codec.legibility import select_legible
-
-        margin = cfg.eval.select_margin
-        chosen = select_legible(model, sample.image, words, scoring.spotter, fmt, margin)
-        words, levels = chosen.words, chosen.levels
-    data = encode_image(model, sample.image, words, fmt, levels=levels)
+    chosen = choose_words(  # legible: the encoder's OCR looks at the decoder's output
+        model, sample.image, words, cfg.eval.select, fmt, scoring.spotter, cfg.eval.select_margin
+    )
+    data = encode_image(model, sample.image, chosen.words, fmt, levels=chosen.levels)
+    words = chosen.words
     t1 = time.perf_counter()
     decoded = decode_full(model, data)
     own = model.method  # textboost, or a baseline model (roi, taco_style): its own row

@@ -45,6 +45,7 @@ class TextBoostCodec(PythonModel):
     def compress(self, image, words=None) -> bytes:
         """PIL image (+ optional ``Word`` list; None: RapidOCR) -> container bytes."""
         from textboost.codec.image_codec import encode_image, to_rgb8
+        from textboost.codec.legibility import choose_words
         from textboost.text.filtering import filter_words
 
         image = to_rgb8(image)
@@ -53,14 +54,9 @@ class TextBoostCodec(PythonModel):
 
             words = ocr_words(image)
         kept, _ = filter_words(words, self.t_test)
-        levels = None
-        if self.select == "legible":
-            from textboost.codec.legibility import select_legible
-            from textboost.scoring.spotting import get_spotter
-
-            chosen = select_legible(self.model, image, kept, get_spotter(), self.side_info_format)
-            kept, levels = chosen.words, chosen.levels
-        return encode_image(self.model, image, kept, self.side_info_format, levels=levels)
+        fmt = self.side_info_format
+        chosen = choose_words(self.model, image, kept, self.select, fmt)
+        return encode_image(self.model, image, chosen.words, fmt, levels=chosen.levels)
 
     def decompress(self, data: bytes):
         """Container bytes -> PIL image."""

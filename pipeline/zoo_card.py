@@ -93,10 +93,6 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
     s1, ev = (_stage(cfg.workdir, s) for s in ("stage1", "evaluate"))
     s2 = _stage(cfg.workdir, "stage2") if "stage2" in cfg.pipeline.stages else None
     summary = ev["outputs"]["summary"]
-    label = summary["models"][0]
-    rows = {m["method"]: m for m in summary["means"] if m.get("model") in (label, "-", None)}
-    own = cfg.model.kind  # the model's own row is named by its kind (eval_outputs.MODEL_METHODS)
-    tb = rows[own]
     history, steps1, wall = _stage1_history(cfg, s1, s2, base)
     refine = 0
     if s2:
@@ -105,7 +101,7 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         history.append(f"stage 2: {s2steps} steps (fusion block only)")
     card = {
         "name": name,
-        **{k: tb.get(k) for k in METRICS},
+        **_figures(cfg, summary),
         "config": config,
         "data": (
             f"{cfg.data.synth.images} synthetic scene-text images ({cfg.data.synth.min_side}-"
@@ -117,11 +113,6 @@ def build_card(config: str, name: str, base: str | None = None) -> tuple[str, di
         "wall_time_s": round(wall, 1),
         "description": _description(cfg, refine),
         "training": history,
-        "evaluation": {m: {k: rows[m].get(k) for k in METRICS} for m in rows if m != own},
-        "evaluated_images": summary["images"],
-        # the side-info threshold the figures were measured at (textboost compress --t default)
-        "t_test": cfg.eval.t_test or cfg.data.filter.t_test,
-        "select": cfg.eval.select,  # which of those words are sent (textboost compress --select)
         "trained_on": "2 CPU cores",
     }
     return (s2 or s1)["outputs"]["checkpoint"], card
@@ -149,13 +140,20 @@ def reevaluated_card(card: dict, config: str, eval_dir: str) -> dict:
             f"{eval_dir} evaluated model {identity}, not {card.get('name')}'s "
             f"{card.get('model_identity')}: evaluate zoo:{card.get('name')} itself"
         )
+    return {**card, **_figures(cfg, summary)}
+
+
+def _figures(cfg: TextBoostConfig, summary: dict) -> dict:
+    """The card fields an evaluation gives: the model's own row's metrics, the other rows
+    (``evaluation``), how many images and the operating point they were measured at."""
+    label = summary["models"][0]
     rows = {m["method"]: m for m in summary["means"] if m.get("model") in (label, "-", None)}
-    own = cfg.model.kind
+    own = cfg.model.kind  # the model's own row is named by its kind (eval_outputs.MODEL_METHODS)
     return {
-        **card,
         **{k: rows[own].get(k) for k in METRICS},
         "evaluation": {m: {k: rows[m].get(k) for k in METRICS} for m in rows if m != own},
         "evaluated_images": summary["images"],
+        # the operating point the figures were measured at (textboost compress --t, --select)
         "t_test": cfg.eval.t_test or cfg.data.filter.t_test,
         "select": cfg.eval.select,
     }

@@ -6,6 +6,6 @@ back with a ``TextBoost`` model), ``container`` (the ``TBX`` container format) a
 (``select_legible``: which words to send and at which strength, from the encoder's OCR check of
 the decoder's output).
 
-May import: ``textboost.text``, ``textboost.model``, ``textboost.scoring.f1`` (lazily, the
-matching rule), ``textboost.errors``, ``textboost.varint``.
+May import: ``textboost.text``, ``textboost.model``, ``textboost.scoring`` (lazily: the
+matching rule and the default spotter), ``textboost.errors``, ``textboost.varint``.
 """

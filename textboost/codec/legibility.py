@@ -32,8 +32,6 @@ from textboost.codec import image_codec
 from textboost.model.padding import crop, padding_for
 from textboost.text.words import Word
 
-SELECTIONS = ("threshold", "legible")  # eval.select / textboost compress --select
-
 
 @dataclass
 class Selection:
@@ -50,10 +48,6 @@ def _read(words: Sequence[Word], spotted) -> list[bool]:
     from textboost.scoring.f1 import match_image
 
     return [match_image([w], spotted).e2e_tp > 0 for w in words]
-
-
-def _to_image(x: torch.Tensor) -> Image.Image:
-    return image_codec.tensor_to_image(x)
 
 
 class _Preview:
@@ -89,6 +83,22 @@ class _Preview:
             return self.model.fuse(self.x_base, **inputs).clamp(0, 1)
 
 
+def choose_words(
+    model, image: Image.Image, candidates: Sequence[Word], select: str, fmt: str = "compact",
+    spotter=None, margin: int = 0,
+) -> Selection:  # fmt: skip
+    """The words to send and their strengths under ``select`` (``eval.select``): every
+    candidate at full strength (``threshold``) or ``select_legible``'s choice (``legible``;
+    ``spotter``: the OCR engine, RapidOCR's spotter when None)."""
+    if select != "legible":
+        return Selection(list(candidates), [1.0] * len(candidates))
+    if spotter is None:
+        from textboost.scoring.spotting import get_spotter
+
+        spotter = get_spotter()
+    return select_legible(model, image, candidates, spotter, fmt, margin)
+
+
 def select_legible(
     model, image: Image.Image, candidates: Sequence[Word], spotter, fmt: str = "compact",
     margin: int = 0,
@@ -102,7 +112,9 @@ def select_legible(
         return Selection(candidates, [1.0] * len(candidates))
     model.ensure_updated()
     p = _Preview(model, image, candidates, fmt)
-    read0 = _read([candidates[i] for i in p.order], spotter.spot(_to_image(p.x_ref)))
+    read0 = _read(
+        [candidates[i] for i in p.order], spotter.spot(image_codec.tensor_to_image(p.x_ref))
+    )
     keep = [j for j, r in enumerate(read0) if not r]  # decoder order
     already = [candidates[p.order[j]] for j, r in enumerate(read0) if r]
     if not keep:
@@ -111,7 +123,7 @@ def select_legible(
     words = [candidates[p.order[j]] for j in keep]
     read = {}
     for level in strength.LEVELS:
-        shown = _to_image(p.x_ref + level * diff)
+        shown = image_codec.tensor_to_image(p.x_ref + level * diff)
         read[level] = _read(words, spotter.spot(shown))
     best = _best_levels(p, keep, diff, np.asarray(image, dtype=np.float32) / 255.0)
     chosen, unreadable = [], []
